@@ -1,0 +1,212 @@
+"""Configuration: every Stratus option, in oslo.config groups, with help text.
+
+Options are declared here, grouped by the service that reads them; code receives the parsed ``ConfigOpts``
+at construction and reads typed attributes (``conf.compute.virt_type``), never string keys deep in a call path.
+``list_opts()`` is the ``oslo.config.opts`` entry point that ``oslo-config-generator`` uses to write
+``etc/stratus/stratus.conf.sample``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+__all__ = ["list_opts", "new_conf", "parse_args"]
+
+default_opts = [
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<hostname>",
+        help="Name of this host as other services see it: the compute topic is compute.<host>.",
+    ),
+    cfg.StrOpt(
+        "transport_url",
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        secret=True,
+        help="Broker nodes, comma-separated (amqp://user:pass@host1:5672,host2:5672/vhost): clients fail over "
+        "between them in the order [messaging]/failover_strategy gives.",
+    ),
+    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
+    cfg.StrOpt("log_file", help="Write logs to this file instead of stderr."),
+    cfg.StrOpt(
+        "state_path",
+        default="/var/lib/stratus",
+        help="Top directory for state this host keeps (instances, image cache, network namespaces' files).",
+    ),
+]
+
+database_opts = [
+    cfg.StrOpt(
+        "connection",
+        default="postgresql://stratus:stratus@127.0.0.1:5432/stratus",
+        secret=True,
+        help="PostgreSQL DSN. Never set on compute hosts: computes hold no database credentials.",
+    ),
+    cfg.IntOpt("min_pool_size", default=2, min=1, help="Connections kept open in each process's pool."),
+    cfg.IntOpt("max_pool_size", default=10, min=1, help="Most connections one process's pool opens."),
+    cfg.FloatOpt(
+        "retry_timeout",
+        default=30.0,
+        help="Seconds a service keeps retrying a database operation that failed on a lost connection "
+        "(for example across a PostgreSQL restart) before giving up.",
+    ),
+]
+
+messaging_opts = [
+    cfg.FloatOpt("rpc_timeout", default=30.0, help="Seconds an RPC call waits for its reply."),
+    cfg.IntOpt("prefetch_count", default=32, min=1, help="Unacknowledged messages a consumer holds at once."),
+    cfg.IntOpt(
+        "delivery_limit",
+        default=5,
+        min=1,
+        help="Deliveries of one message before the quorum queue dead-letters it to <topic>.dlq.",
+    ),
+    cfg.StrOpt(
+        "failover_strategy",
+        default="roundrobin",
+        choices=[
+            ("static", "nodes in the order written"),
+            ("roundrobin", "list rotated by a stable per-process offset, spreading clients evenly"),
+            ("shuffle", "random order per process"),
+        ],
+        help="How each process orders the transport_url nodes; the first is its preferred node.",
+    ),
+    cfg.FloatOpt(
+        "preferred_node_check_interval",
+        default=30.0,
+        help="Seconds between checks whether the preferred broker node is back (0 disables moving back).",
+    ),
+    cfg.FloatOpt(
+        "reconnect_timeout",
+        default=60.0,
+        help="Seconds a publish waits for a broker connection during a failover before it fails.",
+    ),
+]
+
+api_opts = [
+    cfg.HostAddressOpt("listen_host", default="127.0.0.1", help="Address the API node listens on."),
+    cfg.PortOpt("listen_port", default=18080, help="Port the API node listens on."),
+    cfg.StrOpt(
+        "public_endpoint",
+        default="http://127.0.0.1:8080",
+        help="Base URL clients use (the load balancer): the service catalog points here.",
+    ),
+    cfg.StrOpt("region_name", default="RegionOne", help="Region name in the service catalog and clouds.yaml."),
+    cfg.StrOpt(
+        "token_secret",
+        secret=True,
+        default="change-me",
+        sample_default="change-me",
+        help="Key that signs tokens. Every API node of a cloud must share it: tokens are verified, not stored.",
+    ),
+    cfg.IntOpt("token_ttl", default=86400, min=60, help="Seconds a token stays valid."),
+    cfg.FloatOpt(
+        "drain_seconds",
+        default=3.0,
+        help="On SIGTERM, seconds /healthcheck answers 503 (so the load balancer stops sending) before the "
+        "node stops accepting connections and finishes in-flight requests.",
+    ),
+    cfg.IntOpt("max_servers_per_request", default=100, help="Largest max_count a server create may ask for."),
+]
+
+scheduler_opts = [
+    cfg.IntOpt(
+        "host_subset_size",
+        default=3,
+        min=1,
+        help="Pick randomly among this many best-weighed hosts, so parallel schedulers rarely collide.",
+    ),
+    cfg.IntOpt("max_attempts", default=3, min=1, help="Hosts a build is tried on before the instance goes to ERROR."),
+    cfg.IntOpt(
+        "service_down_time",
+        default=60,
+        min=1,
+        help="Seconds without a capacity report after which a compute host is left out of placement.",
+    ),
+]
+
+compute_opts = [
+    cfg.StrOpt(
+        "virt_type",
+        default="auto",
+        choices=[
+            ("auto", "kvm when a KVM guest really runs here, else qemu (decided by a quick probe at start)"),
+            ("kvm", "hardware virtualisation"),
+            ("qemu", "software emulation (TCG)"),
+        ],
+        help="Domain type for guests.",
+    ),
+    cfg.StrOpt(
+        "connection_uri",
+        default="qemu:///system",
+        help="libvirt URI. test:///default gives libvirt's in-process fake hypervisor, used for scale tests.",
+    ),
+    cfg.IntOpt(
+        "simulated_hosts",
+        default=0,
+        min=0,
+        help="With the test:/// driver: run this many simulated hosts (<host>-0 ...) in one process.",
+    ),
+    cfg.StrOpt(
+        "instances_path",
+        help="Where instance disks and console logs live. Default: <state_path>/instances.",
+    ),
+    cfg.StrOpt("image_cache_path", help="Where downloaded images are cached. Default: <state_path>/images."),
+    cfg.FloatOpt("report_interval", default=10.0, help="Seconds between capacity reports (also sent on every change)."),
+    cfg.IntOpt("vcpus", default=0, help="vCPUs to report (0: what the hypervisor reports)."),
+    cfg.IntOpt("memory_mb", default=0, help="Memory to report in MiB (0: what the hypervisor reports)."),
+    cfg.IntOpt("local_gb", default=0, help="Disk to report in GiB (0: size of the instances filesystem)."),
+    cfg.FloatOpt("cpu_allocation_ratio", default=16.0, help="vCPUs claimable per physical CPU."),
+    cfg.FloatOpt("ram_allocation_ratio", default=1.5, help="Memory claimable per MiB of physical memory."),
+    cfg.FloatOpt("disk_allocation_ratio", default=1.0, help="Disk claimable per GiB of physical disk."),
+    cfg.IntOpt("reserved_host_memory_mb", default=512, help="Memory kept for the host itself."),
+    cfg.IntOpt("reserved_host_disk_gb", default=0, help="Disk kept for the host itself."),
+    cfg.IntOpt("reserved_host_cpus", default=0, help="CPUs kept for the host itself."),
+    cfg.StrOpt("availability_zone", default="nova", help="Availability zone this host belongs to."),
+    cfg.IntOpt("image_download_retries", default=3, min=1, help="Tries to download an image before the build fails."),
+]
+
+network_opts = [
+    cfg.StrOpt(
+        "base_mac",
+        default="fa:16:3e:00:00:00",
+        help="MAC prefix for ports: the first three octets are kept, the rest random (locally administered).",
+    ),
+    cfg.StrOpt("bridge_prefix", default="brq", help="Prefix of the Linux bridge made for each network."),
+    cfg.StrOpt("dns_domain", default="stratus.local", help="DNS domain guests' names live in."),
+]
+
+_GROUPS: list[tuple[str | None, list[cfg.Opt]]] = [
+    (None, default_opts),
+    ("database", database_opts),
+    ("messaging", messaging_opts),
+    ("api", api_opts),
+    ("scheduler", scheduler_opts),
+    ("compute", compute_opts),
+    ("network", network_opts),
+]
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """The ``oslo.config.opts`` entry point: every group with its options."""
+    return [(group or "DEFAULT", list(opts)) for group, opts in _GROUPS]
+
+
+def new_conf() -> cfg.ConfigOpts:
+    """A fresh ``ConfigOpts`` with every Stratus option registered (tests build one per service)."""
+    conf = cfg.ConfigOpts()
+    for group, opts in _GROUPS:
+        conf.register_opts(opts, group=group)
+    return conf
+
+
+def parse_args(argv: Sequence[str], *, prog: str, default_config_files: Sequence[str] | None = None) -> cfg.ConfigOpts:
+    """Parse ``--config-file`` and friends for a service's ``main()``."""
+    conf = new_conf()
+    if default_config_files is None:
+        default_config_files = cfg.find_config_files(project="stratus", prog=prog)
+    conf(list(argv), project="stratus", prog=prog, default_config_files=list(default_config_files))
+    return conf

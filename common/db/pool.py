@@ -1,0 +1,90 @@
+"""The asyncpg pool each DB-owning service opens once at start (computes never do)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import asyncpg
+import tenacity
+from oslo_config import cfg
+
+__all__ = ["Database"]
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a lost or restarting server looks like to asyncpg: worth retrying the whole unit of work.
+RETRYABLE = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """Owns one pool. ``run(fn)`` runs ``fn(conn)`` in a transaction, retried across connection loss."""
+
+    def __init__(self, pool: asyncpg.Pool, retry_timeout: float) -> None:
+        self.pool = pool
+        self.retry_timeout = retry_timeout
+
+    @classmethod
+    async def connect(cls, conf: cfg.ConfigOpts) -> Database:
+        dsn = conf.database.connection
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(RETRYABLE),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
+            stop=tenacity.stop_after_delay(conf.database.retry_timeout),
+            reraise=True,
+        ):
+            with attempt:
+                pool = await asyncpg.create_pool(
+                    dsn,
+                    min_size=conf.database.min_pool_size,
+                    max_size=conf.database.max_pool_size,
+                    init=_init_connection,
+                    command_timeout=60,
+                )
+        return cls(pool, conf.database.retry_timeout)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection inside one transaction; no retry (use ``run`` for that)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` in a transaction; on a lost connection retry the whole unit of work.
+
+        ``fn`` must be safe to run again after a failed attempt (it was rolled back).
+        """
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(RETRYABLE),
+            wait=tenacity.wait_exponential_jitter(initial=0.1, max=2),
+            stop=tenacity.stop_after_delay(self.retry_timeout),
+            before_sleep=lambda rs: LOG.warning("database unreachable, retrying: %s", rs.outcome.exception()),
+            reraise=True,
+        ):
+            with attempt:
+                async with self.transaction() as conn:
+                    return await fn(conn)
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        async with self.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")

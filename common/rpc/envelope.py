@@ -1,0 +1,87 @@
+"""The wire format: JSON bodies ``{method, args, version}``, context in headers, typed error replies."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common import exceptions
+from common.context import RequestContext
+
+__all__ = ["VERSION", "Request", "decode_reply", "decode_request", "encode_error", "encode_request", "encode_result"]
+
+VERSION = "1.0"
+_CTX_KEYS = ("request_id", "user_id", "project_id", "user_name", "project_name")
+
+
+class MalformedMessage(ValueError):
+    """A message no handler can make sense of: it goes to the dead-letter queue."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    args: dict[str, Any]
+    version: str
+    ctx: RequestContext
+    sender: str | None
+    sent_at: float | None
+
+
+def encode_request(method: str, args: dict[str, Any], ctx: RequestContext, sender: str) -> tuple[bytes, dict]:
+    body = json.dumps({"method": method, "args": args, "version": VERSION}, default=str).encode()
+    headers: dict[str, Any] = {k: v for k in _CTX_KEYS if (v := getattr(ctx, k)) is not None}
+    headers["roles"] = ",".join(ctx.roles)
+    headers["sender"] = sender
+    headers["sent_at"] = f"{time.time():.6f}"
+    return body, headers
+
+
+def _header_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_request(body: bytes, headers: dict[str, Any] | None) -> Request:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedMessage(f"body is not JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("method"), str) or not isinstance(data.get("args"), dict):
+        raise MalformedMessage("body must be an object with a string 'method' and an object 'args'")
+    h = {k: _header_str(v) for k, v in (headers or {}).items()}
+    roles = tuple(r for r in (h.get("roles") or "").split(",") if r)
+    ctx = RequestContext.from_dict({**{k: h.get(k) for k in _CTX_KEYS}, "roles": roles})
+    sent_at = h.get("sent_at")
+    return Request(
+        method=data["method"],
+        args=data["args"],
+        version=str(data.get("version", VERSION)),
+        ctx=ctx,
+        sender=h.get("sender"),
+        sent_at=float(sent_at) if sent_at else None,
+    )
+
+
+def encode_result(result: Any) -> bytes:
+    return json.dumps({"result": result}, default=str).encode()
+
+
+def encode_error(exc: BaseException) -> bytes:
+    message = exc.message if isinstance(exc, exceptions.StratusError) else str(exc)
+    return json.dumps({"error": {"type": type(exc).__name__, "message": message}}).encode()
+
+
+def decode_reply(body: bytes) -> Any:
+    """The call's result, or raise the remote error (whitelisted class, else ``RemoteError``)."""
+    data = json.loads(body)
+    if "error" in data:
+        err = data["error"]
+        cls = exceptions.by_name(err.get("type", ""))
+        if cls is not None:
+            raise cls(err.get("message", ""))
+        raise exceptions.RemoteError(err.get("type", "?"), err.get("message", ""))
+    return data.get("result")

@@ -1,0 +1,154 @@
+"""Consumers: map messages onto an endpoint's async methods; ack only after the handler finished."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from common import exceptions
+from common.rpc import envelope
+
+if TYPE_CHECKING:
+    from common.rpc.transport import Transport
+
+__all__ = ["dlq_name", "serve_fanout", "serve_topic"]
+
+LOG = logging.getLogger(__name__)
+
+
+def dlq_name(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def work_queue_arguments(topic: str, delivery_limit: int) -> dict[str, Any]:
+    from common.rpc.transport import DLX
+
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": dlq_name(topic),
+    }
+
+
+class Dispatcher:
+    """Runs one message against ``endpoint``. Public async methods are the callable surface."""
+
+    def __init__(self, transport: Transport, endpoint: object, label: str) -> None:
+        self.transport = transport
+        self.endpoint = endpoint
+        self.label = label
+        self.inflight: set[asyncio.Task] = set()
+
+    def _method(self, name: str) -> Any:
+        if name.startswith("_"):
+            return None
+        fn = getattr(self.endpoint, name, None)
+        return fn if fn is not None and inspect.iscoroutinefunction(fn) else None
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            await self._handle(message)
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            req = envelope.decode_request(message.body, message.headers)
+            fn = self._method(req.method)
+            if fn is None:
+                raise envelope.MalformedMessage(f"{self.label} has no method {req.method!r}")
+        except envelope.MalformedMessage as e:
+            LOG.error("dead-lettering message %s on %s: %s", message.message_id, self.label, e)
+            if message.reply_to:
+                await self._reply(message, envelope.encode_error(exceptions.BadRequest(str(e))))
+            await message.reject(requeue=False)
+            return
+        token = req.ctx.bind()
+        started = time.monotonic()
+        try:
+            try:
+                result = await fn(req.ctx, **req.args)
+                reply = envelope.encode_result(result)
+            except TypeError as e:
+                # Wrong arguments for the method: the message is at fault, not the service.
+                if message.reply_to is None and "argument" in str(e):
+                    LOG.error("dead-lettering %s.%s: %s", self.label, req.method, e)
+                    await message.reject(requeue=False)
+                    return
+                LOG.exception("%s.%s failed", self.label, req.method)
+                reply = envelope.encode_error(e)
+            except exceptions.StratusError as e:
+                LOG.warning("%s.%s failed: %s", self.label, req.method, e.message)
+                reply = envelope.encode_error(e)
+            except Exception as e:
+                LOG.exception("%s.%s failed", self.label, req.method)
+                reply = envelope.encode_error(e)
+            if message.reply_to:
+                await self._reply(message, reply)
+            await message.ack()
+            LOG.debug("%s.%s done in %.1f ms", self.label, req.method, (time.monotonic() - started) * 1000)
+        finally:
+            token.var.reset(token)
+
+    async def _reply(self, message: AbstractIncomingMessage, body: bytes) -> None:
+        try:
+            await self.transport.publish(
+                body,
+                {},
+                message.reply_to or "",
+                exchange="",
+                mandatory=False,
+                persistent=False,
+                correlation_id=message.correlation_id,
+            )
+        except exceptions.StratusError:
+            LOG.warning("could not send the reply on %s (caller gone?)", self.label)
+
+
+async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dispatcher:
+    """Consume the quorum work queue ``topic`` (competing consumers) with a dead-letter queue beside it."""
+    from common.rpc.transport import DLX, EXCHANGE, _ConsumerSpec
+
+    dispatcher = Dispatcher(transport, endpoint, topic)
+    msg = transport.conf.messaging
+
+    async def setup(channel: AbstractChannel) -> None:
+        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+        dlq = await channel.declare_queue(dlq_name(topic), durable=True, arguments={"x-queue-type": "quorum"})
+        await dlq.bind(dlx, dlq_name(topic))
+        queue = await channel.declare_queue(
+            topic, durable=True, arguments=work_queue_arguments(topic, msg.delivery_limit)
+        )
+        await queue.bind(exchange, topic)
+        await queue.consume(dispatcher.on_message)
+
+    await transport.add_consumer(_ConsumerSpec(topic, setup, msg.prefetch_count))
+    return dispatcher
+
+
+async def serve_fanout(transport: Transport, exchange_name: str, endpoint: object) -> Dispatcher:
+    """Bind an exclusive, auto-delete queue of this process to the fanout exchange ``exchange_name``."""
+    from common.rpc.transport import _ConsumerSpec
+
+    dispatcher = Dispatcher(transport, endpoint, exchange_name)
+
+    async def setup(channel: AbstractChannel) -> None:
+        exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(dispatcher.on_message)
+
+    await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, 256))
+    return dispatcher
