@@ -167,6 +167,33 @@ compute_opts = [
     cfg.IntOpt("reserved_host_cpus", default=0, help="CPUs kept for the host itself."),
     cfg.StrOpt("availability_zone", default="nova", help="Availability zone this host belongs to."),
     cfg.IntOpt("image_download_retries", default=3, min=1, help="Tries to download an image before the build fails."),
+    cfg.FloatOpt(
+        "image_download_retry_interval",
+        default=1.0,
+        min=0.0,
+        help="Seconds before the second try of an image download; each later try waits twice as long (at most 30 s).",
+    ),
+    cfg.FloatOpt(
+        "virt_probe_timeout",
+        default=2.0,
+        min=0.1,
+        help="With virt_type=auto: seconds a tiny KVM probe guest has to finish before this host falls back to "
+        "qemu. The decision is cached in <state_path>/compute/virt_type.json until the kernel or the emulator "
+        "changes; delete that file to probe again.",
+    ),
+    cfg.FloatOpt(
+        "shutdown_timeout",
+        default=60.0,
+        min=0.0,
+        help="Seconds a guest has to shut down cleanly (stop, soft reboot) before it is powered off hard "
+        "(0: always hard).",
+    ),
+    cfg.BoolOpt(
+        "create_bridges",
+        default=True,
+        help="Create a port's Linux bridge (no address, up) when it is missing, for hosts that are network node "
+        "and compute at once. When false, a missing bridge fails the build, naming the bridge.",
+    ),
 ]
 
 network_opts = [

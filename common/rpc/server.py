@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from common import exceptions
 from common.rpc import envelope
@@ -123,7 +123,7 @@ async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dis
     dispatcher = Dispatcher(transport, endpoint, topic)
     msg = transport.conf.messaging
 
-    async def setup(channel: AbstractChannel) -> None:
+    async def setup(channel: AbstractChannel) -> tuple[AbstractQueue, str]:
         exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
         dlq = await channel.declare_queue(dlq_name(topic), durable=True, arguments={"x-queue-type": "quorum"})
@@ -132,9 +132,9 @@ async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dis
             topic, durable=True, arguments=work_queue_arguments(topic, msg.delivery_limit)
         )
         await queue.bind(exchange, topic)
-        await queue.consume(dispatcher.on_message)
+        return queue, await queue.consume(dispatcher.on_message)
 
-    await transport.add_consumer(_ConsumerSpec(topic, setup, msg.prefetch_count))
+    await transport.add_consumer(_ConsumerSpec(topic, setup, msg.prefetch_count, dispatcher))
     return dispatcher
 
 
@@ -144,11 +144,11 @@ async def serve_fanout(transport: Transport, exchange_name: str, endpoint: objec
 
     dispatcher = Dispatcher(transport, endpoint, exchange_name)
 
-    async def setup(channel: AbstractChannel) -> None:
+    async def setup(channel: AbstractChannel) -> tuple[AbstractQueue, str]:
         exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.FANOUT, durable=True)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await queue.bind(exchange)
-        await queue.consume(dispatcher.on_message)
+        return queue, await queue.consume(dispatcher.on_message)
 
-    await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, 256))
+    await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, 256, dispatcher))
     return dispatcher

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import aiormq
 import tenacity
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from oslo_config import cfg
 from yarl import URL
 
@@ -86,8 +92,9 @@ class _ConsumerSpec:
     """A queue and its consumer, re-created on every connection."""
 
     name: str
-    setup: Callable[[AbstractChannel], Awaitable[None]]
+    setup: Callable[[AbstractChannel], Awaitable[tuple[AbstractQueue, str]]]
     prefetch: int
+    dispatcher: Any
 
 
 class Transport:
@@ -104,7 +111,7 @@ class Transport:
         self._exchange: AbstractExchange | None = None
         self._fanouts: dict[str, AbstractExchange] = {}
         self._consumers: list[_ConsumerSpec] = []
-        self._consumer_channels: list[AbstractChannel] = []
+        self._consumer_channels: list[tuple[AbstractChannel, AbstractQueue, str]] = []
         self._pending: dict[str, asyncio.Future] = {}
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
@@ -229,8 +236,8 @@ class Transport:
         assert self._connection is not None
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=spec.prefetch)
-        await spec.setup(channel)
-        self._consumer_channels.append(channel)
+        queue, tag = await spec.setup(channel)
+        self._consumer_channels.append((channel, queue, tag))
 
     async def _drop_connection(self) -> None:
         self._connected.clear()
@@ -274,13 +281,22 @@ class Transport:
             async with self._setup_lock:
                 await self._start_consumer(spec)
 
-    async def remove_consumers(self) -> None:
-        """Stop all consumers (drain): their channels close, unacked messages return to the queues."""
-        self._consumers.clear()
-        channels, self._consumer_channels = list(self._consumer_channels), []
-        for ch in channels:
+    async def remove_consumers(self, drain_timeout: float = 30.0) -> None:
+        """Drain: stop deliveries, let in-flight handlers finish (and ack), then close the consumer channels.
+
+        What is still unacked after ``drain_timeout`` returns to its queue when the channel closes.
+        """
+        specs, self._consumers = self._consumers, []
+        active, self._consumer_channels = list(self._consumer_channels), []
+        for _, queue, tag in active:
             with contextlib.suppress(Exception):
-                await ch.close()
+                await queue.cancel(tag)
+        inflight = [t for spec in specs for t in spec.dispatcher.inflight]
+        if inflight:
+            await asyncio.wait(inflight, timeout=drain_timeout)
+        for channel, _, _ in active:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     # ----- publishing -------------------------------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""The lifecycle every RPC service shares: config, logging, transport, serve, drain on SIGTERM, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from oslo_config import cfg
+
+from common import config, log
+from common.rpc import Transport
+
+__all__ = ["Service", "main"]
+
+LOG = logging.getLogger(__name__)
+
+
+class Service:
+    """What a service's ``setup`` hands back: background tasks it owns and how to close its resources."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task] = []
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        self.tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+
+    def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self.closers.append(fn)
+
+
+Setup = Callable[[cfg.ConfigOpts, Transport, Service], Awaitable[None]]
+
+
+async def run(conf: cfg.ConfigOpts, name: str, setup: Setup, drain_timeout: float = 30.0) -> None:
+    transport = await Transport.connect(conf, service=name)
+    service = Service()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await setup(conf, transport, service)
+        LOG.info("%s started on broker node %s", name, transport.broker_node)
+        await stop.wait()
+        LOG.info("%s stopping: no new messages; finishing in-flight work", name)
+        await transport.remove_consumers(drain_timeout)
+    finally:
+        for task in service.tasks:
+            task.cancel()
+        for task in service.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await transport.close()
+        for close in reversed(service.closers):
+            await close()
+    LOG.info("%s stopped", name)
+
+
+def main(name: str, setup: Setup) -> None:
+    """Console-script body: ``stratus-<x> --config-file ...``."""
+    conf = config.parse_args(sys.argv[1:], prog=name)
+    log.setup(conf, name)
+    asyncio.run(run(conf, name, setup))

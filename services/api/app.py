@@ -1,0 +1,213 @@
+"""The API application: one aiohttp app serving the OpenStack path layout on one port.
+
+Handlers reach shared objects through typed ``AppKey``s and the request's ``RequestContext`` through ``ctx()``.
+The API node is stateless: tokens are verified by signature, every other fact lives in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from oslo_config import cfg
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from common import exceptions
+from common.context import RequestContext, generate_request_id
+from common.db.pool import Database
+from common.rpc import RpcClient, Transport
+from services.api.auth import TokenSigner
+from services.api.errors import error_response
+
+__all__ = [
+    "CONF",
+    "DB",
+    "DRAINING",
+    "RPC",
+    "SIGNER",
+    "create_app",
+    "ctx",
+    "public",
+    "require_admin",
+]
+
+LOG = logging.getLogger(__name__)
+
+CONF = web.AppKey("conf", cfg.ConfigOpts)
+DB = web.AppKey("db", Database)
+TRANSPORT = web.AppKey("transport", Transport)
+RPC = web.AppKey("rpc", RpcClient)
+SIGNER = web.AppKey("signer", TokenSigner)
+DRAINING = web.AppKey("draining", asyncio.Event)
+
+REQUESTS = Counter("stratus_api_requests_total", "API requests", ["method", "status"])
+LATENCY = Histogram("stratus_api_request_seconds", "API request latency", ["method"])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as reachable without a token (version documents, token issue, health)."""
+    handler.__stratus_public__ = True  # type: ignore[attr-defined]
+    return handler
+
+
+def ctx(request: web.Request) -> RequestContext:
+    return request["ctx"]
+
+
+def require_admin(request: web.Request) -> RequestContext:
+    c = ctx(request)
+    if not c.is_admin:
+        raise exceptions.Forbidden("Policy doesn't allow this operation: it needs the admin role.")
+    return c
+
+
+def _is_public(request: web.Request) -> bool:
+    handler = request.match_info.handler
+    target = getattr(handler, "__func__", handler)
+    return bool(getattr(target, "__stratus_public__", False))
+
+
+@web.middleware
+async def _context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, authentication, the OpenStack error shape, metrics — for every request."""
+    request_id = generate_request_id()
+    started = time.monotonic()
+    status = 500
+    try:
+        token = request.headers.get("X-Auth-Token")
+        if token and request.match_info.route.resource is not None:
+            p = request.app[SIGNER].verify(token)
+            c = RequestContext(
+                request_id=request_id,
+                user_id=p.user_id,
+                project_id=p.project_id,
+                roles=p.roles,
+                user_name=p.user_name,
+                project_name=p.project_name,
+            )
+            request["token"] = p
+        elif _is_public(request) or request.match_info.http_exception is not None:
+            c = RequestContext(request_id=request_id)
+        else:
+            raise exceptions.Unauthorized("The request you have made requires authentication.")
+        request["ctx"] = c
+        c.bind()
+        resp = await handler(request)
+        status = resp.status
+    except exceptions.StratusError as e:
+        status = e.code
+        if e.code >= 500:
+            LOG.error("%s %s failed: %s", request.method, request.path, e.message)
+        resp = error_response(e, request_id)
+    except web.HTTPException as e:
+        status = e.status
+        if e.status >= 400 and e.status != 405 and e.status != 404:
+            raise
+        title = "itemNotFound" if e.status == 404 else "badMethod"
+        msg = (
+            f"The resource could not be found: {request.path}"
+            if e.status == 404
+            else f"Method {request.method} is not allowed for {request.path}"
+        )
+        resp = web.json_response({title: {"code": e.status, "message": msg}}, status=e.status)
+    except (asyncpg.PostgresConnectionError, OSError) as e:
+        status = 503
+        LOG.error("%s %s: database unavailable: %s", request.method, request.path, e)
+        resp = error_response(
+            exceptions.ServiceUnavailable(f"The database is unavailable; retry later (request {request_id})."),
+            request_id,
+        )
+    except Exception:
+        status = 500
+        LOG.exception("%s %s failed unexpectedly", request.method, request.path)
+        resp = error_response(
+            exceptions.StratusError(
+                f"Unexpected API error (request {request_id}); the operator can find it in the API log."
+            ),
+            request_id,
+        )
+    resp.headers["x-openstack-request-id"] = request_id
+    resp.headers["x-compute-request-id"] = request_id
+    REQUESTS.labels(request.method, str(status)).inc()
+    LATENCY.labels(request.method).observe(time.monotonic() - started)
+    return resp
+
+
+@public
+async def healthcheck(request: web.Request) -> web.Response:
+    """200 only when this node reaches the database and the broker, 503 while draining before shutdown."""
+    app = request.app
+    problems = []
+    if app[DRAINING].is_set():
+        problems.append("draining")
+    try:
+        await asyncio.wait_for(app[DB].ping(), 2)
+    except Exception as e:  # any failure of the probe means unhealthy
+        problems.append(f"database: {e or type(e).__name__}")
+    if not app[TRANSPORT].connected:
+        problems.append("broker: not connected")
+    if problems:
+        return web.Response(status=503, text="; ".join(problems) + "\n")
+    return web.Response(text="OK\n")
+
+
+@public
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@public
+async def root(request: web.Request) -> web.Response:
+    base = request.app[CONF].api.public_endpoint.rstrip("/")
+    return web.json_response(
+        {
+            "name": "stratus",
+            "services": {
+                "identity": f"{base}/identity/v3",
+                "compute": f"{base}/compute/v2.1",
+                "image": f"{base}/image/v2",
+                "network": f"{base}/network/v2.0",
+            },
+        }
+    )
+
+
+def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.Application:
+    """Build the application around already-open resources (the caller owns their lifecycle)."""
+    from services.api import compute, identity, image, network
+
+    app = web.Application(middlewares=[_context_middleware], client_max_size=64 * 1024**2)
+    app[CONF] = conf
+    app[DB] = db
+    app[TRANSPORT] = transport
+    app[RPC] = transport.client()
+    app[SIGNER] = TokenSigner(conf.api.token_secret, conf.api.token_ttl)
+    app[DRAINING] = asyncio.Event()
+    app.router.add_get("/", root)
+    app.router.add_get("/healthcheck", healthcheck)
+    app.router.add_get("/metrics", metrics)
+    identity.add_routes(app)
+    compute.add_routes(app)
+    image.add_routes(app)
+    network.add_routes(app)
+    return app
+
+
+def paginate(params: Any) -> tuple[int | None, str | None]:
+    """``limit`` and ``marker`` query parameters, validated."""
+    limit = params.get("limit")
+    if limit is not None:
+        try:
+            limit = int(limit)
+        except ValueError:
+            raise exceptions.BadRequest(f"limit must be an integer, not {limit!r}") from None
+        if limit < 0:
+            raise exceptions.BadRequest("limit must be >= 0")
+    return limit, params.get("marker")

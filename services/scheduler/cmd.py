@@ -1,0 +1,52 @@
+"""``stratus-scheduler``: hosts the ``scheduler`` and ``conductor`` topics and listens to ``capacity`` reports."""
+
+from __future__ import annotations
+
+import asyncio
+
+from oslo_config import cfg
+
+from common import service
+from common.context import RequestContext
+from common.db import compute_nodes
+from common.db.pool import Database
+from common.rpc import Transport
+from services.compute.rpcapi import ComputeAPI
+from services.scheduler.conductor import ConductorManager
+from services.scheduler.host_state import HostView
+from services.scheduler.manager import SchedulerManager
+from services.scheduler.rpcapi import CAPACITY_EXCHANGE, ConductorAPI, SchedulerAPI
+
+NAME = "stratus-scheduler"
+
+
+async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service) -> None:
+    db = await Database.connect(conf)
+    svc.on_close(db.close)
+    client = transport.client()
+    scheduler_api = SchedulerAPI(client)
+    manager = SchedulerManager(conf, db, HostView(conf.scheduler.service_down_time), ComputeAPI(client), scheduler_api)
+    await manager.start()
+    await transport.serve_fanout(CAPACITY_EXCHANGE, manager)
+    await transport.serve(ConductorAPI.TOPIC, ConductorManager(conf, db, scheduler_api))
+    await transport.serve(SchedulerAPI.TOPIC, manager)
+
+    async def heartbeat() -> None:
+        while True:
+            await db.run(
+                lambda c: compute_nodes.upsert_service(
+                    c, host=conf.host, binary=NAME, topic=SchedulerAPI.TOPIC, broker_node=transport.broker_node
+                )
+            )
+            await asyncio.sleep(conf.compute.report_interval)
+
+    RequestContext.admin().bind()
+    svc.spawn(heartbeat(), "heartbeat")
+
+
+def main() -> None:
+    service.main(NAME, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The conductor: the database writes computes ask for over RPC (they hold no database credentials)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from oslo_config import cfg
+
+from common.context import RequestContext
+from common.db import actions, compute_nodes, instances
+from common.db.pool import Database
+from services.scheduler.faults import record_build_failure
+from services.scheduler.rpcapi import SchedulerAPI
+
+__all__ = ["ConductorManager"]
+
+LOG = logging.getLogger(__name__)
+
+
+class ConductorManager:
+    """Endpoint of the ``conductor`` topic. Every method is idempotent (guards on state)."""
+
+    def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: SchedulerAPI) -> None:
+        self.conf = conf
+        self.db = db
+        self.scheduler = scheduler
+
+    async def instance_update(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        values: dict[str, Any],
+        expected_task_state: list[str | None] | None = None,
+    ) -> None:
+        """Apply a compute's state change; when the task ends (task_state None) the request's action ends too."""
+
+        async def tx(conn: asyncpg.Connection) -> None:
+            row = await instances.update(conn, instance_id, values, expected_task_state=expected_task_state)
+            if row is None:
+                LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
+                return
+            if "task_state" in values and values["task_state"] is None:
+                await actions.finish_action(conn, instance_id, ctx.request_id)
+
+        await self.db.run(tx)
+
+    async def action_event(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        event: str,
+        result: str,
+        host: str,
+        details: str | None = None,
+    ) -> None:
+        await self.db.run(
+            lambda c: actions.add_event(
+                c,
+                instance_id=instance_id,
+                request_id=ctx.request_id,
+                event=event,
+                result=result,
+                host=host,
+                details=details,
+            )
+        )
+
+    async def build_failed(
+        self, ctx: RequestContext, instance_id: str, host: str, attempt: int, reason: str, step: str
+    ) -> None:
+        await record_build_failure(
+            self.conf,
+            self.db,
+            self.scheduler,
+            ctx,
+            instance_id=instance_id,
+            host=host,
+            attempt=attempt,
+            reason=reason,
+            step=step,
+        )
+
+    async def instance_deleted(self, ctx: RequestContext, instance_id: str, host: str) -> None:
+        """The compute destroyed the guest: give back the claim, mark the row deleted."""
+
+        async def tx(conn: asyncpg.Connection) -> None:
+            await compute_nodes.release(conn, instance_id)
+            if await instances.mark_deleted(conn, instance_id) is not None:
+                await actions.finish_action(conn, instance_id, ctx.request_id)
+
+        await self.db.run(tx)
+
+    async def service_heartbeat(self, ctx: RequestContext, host: str, binary: str, broker_node: str | None) -> None:
+        await self.db.run(
+            lambda c: compute_nodes.upsert_service(c, host=host, binary=binary, topic=None, broker_node=broker_node)
+        )

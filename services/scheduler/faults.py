@@ -1,0 +1,100 @@
+"""Failure bookkeeping shared by the scheduler and the conductor: ERROR with a readable fault, reschedules."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+from oslo_config import cfg
+
+from common import objects
+from common.context import RequestContext
+from common.db import actions, compute_nodes, instances
+from common.db.instances import TaskState, VmState
+from common.db.pool import Database
+from services.scheduler.rpcapi import SchedulerAPI
+
+__all__ = ["record_build_failure", "set_error"]
+
+LOG = logging.getLogger(__name__)
+
+
+async def set_error(
+    db: Database, ctx: RequestContext, instance_id: str, message: str, *, code: int, host: str | None
+) -> None:
+    """Put an instance in ERROR with a fault its owner can read, and close its action."""
+
+    async def tx(conn: asyncpg.Connection) -> None:
+        updated = await instances.update(
+            conn, instance_id, {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0}
+        )
+        if updated is None:
+            return
+        await instances.add_fault(conn, instance_id, message, code=code, host=host, request_id=ctx.request_id)
+        await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
+
+    await db.run(tx)
+
+
+def describe_chain(failures: list[dict]) -> str:
+    return "; ".join(f"attempt {f['attempt']} on {f['host']} failed at {f['step']}: {f['reason']}" for f in failures)
+
+
+async def record_build_failure(
+    conf: cfg.ConfigOpts,
+    db: Database,
+    scheduler: SchedulerAPI,
+    ctx: RequestContext,
+    *,
+    instance_id: str,
+    host: str,
+    attempt: int,
+    reason: str,
+    step: str,
+) -> None:
+    """Release the claim, append to the cause chain, then reschedule (excluding failed hosts) or go to ERROR.
+
+    Idempotent: a duplicate report of the same failed attempt finds the instance moved on and does nothing
+    but make sure the claim is released.
+    """
+    failure = {"host": host, "step": step, "reason": reason, "attempt": attempt, "at": datetime.now(UTC).isoformat()}
+
+    async def tx(conn: asyncpg.Connection) -> tuple[str, asyncpg.Record] | None:
+        row = await instances.get(conn, instance_id)
+        if row is None:
+            await compute_nodes.release(conn, instance_id)
+            return None
+        if row["vm_state"] != VmState.BUILDING or row["host"] != host or row["attempt"] != attempt:
+            return None
+        await compute_nodes.release(conn, instance_id)
+        chain = [*row["build_failures"], failure]
+        if attempt < conf.scheduler.max_attempts:
+            updated = await instances.update(
+                conn,
+                instance_id,
+                {"host": None, "node": None, "task_state": TaskState.SCHEDULING, "build_failures": chain},
+            )
+            return "reschedule", updated
+        message = f"Build failed after {attempt} attempt(s): {describe_chain(chain)}"
+        updated = await instances.update(
+            conn,
+            instance_id,
+            {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, "build_failures": chain},
+        )
+        await instances.add_fault(conn, instance_id, message, code=500, host=host, request_id=ctx.request_id)
+        await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
+        return "error", updated
+
+    outcome = await db.run(tx)
+    if outcome is None:
+        return
+    what, row = outcome
+    if what == "reschedule":
+        LOG.info("instance %s: attempt %d on %s failed at %s; rescheduling", instance_id, attempt, host, step)
+        try:
+            await scheduler.build_instances(ctx, objects.request_spec_from_instance(row))
+        except Exception as e:  # the broker is gone too: say so on the instance rather than leave it in BUILD
+            await set_error(db, ctx, instance_id, f"Could not reschedule after {reason}: {e}", code=500, host=host)
+    else:
+        LOG.warning("instance %s: build failed for good: %s", instance_id, describe_chain(row["build_failures"]))

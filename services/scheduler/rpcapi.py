@@ -1,0 +1,94 @@
+"""Client stubs for the scheduler service's two topics: ``scheduler`` and ``conductor``.
+
+The one place that knows these topic and method names; callers never build messages by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.context import RequestContext
+from common.rpc import RpcClient
+
+__all__ = ["CAPACITY_EXCHANGE", "ConductorAPI", "SchedulerAPI"]
+
+CAPACITY_EXCHANGE = "capacity"
+
+
+class SchedulerAPI:
+    TOPIC = "scheduler"
+
+    def __init__(self, client: RpcClient) -> None:
+        self.client = client
+
+    async def build_instances(self, ctx: RequestContext, request_spec: dict[str, Any]) -> None:
+        await self.client.cast(self.TOPIC, "build_instances", ctx, request_spec=request_spec)
+
+
+class ConductorAPI:
+    """What computes may change in the database, over RPC (they hold no database credentials)."""
+
+    TOPIC = "conductor"
+
+    def __init__(self, client: RpcClient) -> None:
+        self.client = client
+
+    async def instance_update(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        values: dict[str, Any],
+        expected_task_state: list[str | None] | None = None,
+    ) -> None:
+        await self.client.cast(
+            self.TOPIC,
+            "instance_update",
+            ctx,
+            instance_id=instance_id,
+            values=values,
+            expected_task_state=expected_task_state,
+        )
+
+    async def action_event(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        event: str,
+        result: str,
+        host: str,
+        details: str | None = None,
+    ) -> None:
+        await self.client.cast(
+            self.TOPIC,
+            "action_event",
+            ctx,
+            instance_id=instance_id,
+            event=event,
+            result=result,
+            host=host,
+            details=details,
+        )
+
+    async def build_failed(
+        self, ctx: RequestContext, instance_id: str, host: str, attempt: int, reason: str, step: str
+    ) -> None:
+        await self.client.cast(
+            self.TOPIC,
+            "build_failed",
+            ctx,
+            instance_id=instance_id,
+            host=host,
+            attempt=attempt,
+            reason=reason,
+            step=step,
+        )
+
+    async def instance_deleted(self, ctx: RequestContext, instance_id: str, host: str) -> None:
+        await self.client.cast(self.TOPIC, "instance_deleted", ctx, instance_id=instance_id, host=host)
+
+    async def service_heartbeat(self, ctx: RequestContext, host: str, binary: str, broker_node: str | None) -> None:
+        await self.client.cast(self.TOPIC, "service_heartbeat", ctx, host=host, binary=binary, broker_node=broker_node)
+
+    async def report_capacity(self, ctx: RequestContext, capacity: dict[str, Any]) -> None:
+        """Publish a host's capacity to every scheduler (fanout); one of them persists it."""
+        await self.client.fanout(CAPACITY_EXCHANGE, "update_capacity", ctx, capacity=capacity)
