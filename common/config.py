@@ -15,6 +15,11 @@ from oslo_config import cfg
 
 __all__ = ["list_opts", "new_conf", "parse_args"]
 
+cli_opts = [
+    cfg.BoolOpt("debug", short="d", default=False, help="Log at DEBUG level."),
+    cfg.StrOpt("log_file", help="Write logs to this file instead of stderr."),
+]
+
 default_opts = [
     cfg.StrOpt(
         "host",
@@ -29,8 +34,6 @@ default_opts = [
         help="Broker nodes, comma-separated (amqp://user:pass@host1:5672,host2:5672/vhost): clients fail over "
         "between them in the order [messaging]/failover_strategy gives.",
     ),
-    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
-    cfg.StrOpt("log_file", help="Write logs to this file instead of stderr."),
     cfg.StrOpt(
         "state_path",
         default="/var/lib/stratus",
@@ -219,12 +222,13 @@ _GROUPS: list[tuple[str | None, list[cfg.Opt]]] = [
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """The ``oslo.config.opts`` entry point: every group with its options."""
-    return [(group or "DEFAULT", list(opts)) for group, opts in _GROUPS]
+    return [(group or "DEFAULT", list(opts) + (cli_opts if group is None else [])) for group, opts in _GROUPS]
 
 
 def new_conf() -> cfg.ConfigOpts:
     """A fresh ``ConfigOpts`` with every Stratus option registered (tests build one per service)."""
     conf = cfg.ConfigOpts()
+    conf.register_cli_opts(cli_opts)
     for group, opts in _GROUPS:
         conf.register_opts(opts, group=group)
     return conf
