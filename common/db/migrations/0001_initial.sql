@@ -89,7 +89,7 @@ CREATE TABLE images (
 CREATE TABLE services (
     id           text PRIMARY KEY,
     host         text NOT NULL,
-    binary       text NOT NULL,
+    "binary"     text NOT NULL,
     topic        text,
     disabled     boolean NOT NULL DEFAULT false,
     disabled_reason text,
@@ -99,7 +99,7 @@ CREATE TABLE services (
     last_seen_at timestamptz NOT NULL DEFAULT now(),
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (host, binary)
+    UNIQUE (host, "binary")
 );
 
 CREATE TABLE compute_nodes (

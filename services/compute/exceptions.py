@@ -1,0 +1,29 @@
+"""Errors the compute host raises to itself. Builds are casts, so these never cross RPC as classes: their
+message becomes the ``reason`` of ``build_failed`` or the ``details`` of an action event. A call that must
+tell its caller "no such instance here" raises ``common.exceptions.NotFound`` instead, which RPC rebuilds."""
+
+from __future__ import annotations
+
+from common.exceptions import StratusError
+
+__all__ = ["BridgeUnavailable", "ComputeError", "DiskError", "ImageDownloadFailed", "VirtError"]
+
+
+class ComputeError(StratusError):
+    """Base of the compute host's own failures; the message says what failed and on which object."""
+
+
+class ImageDownloadFailed(ComputeError):
+    """An image could not be put in the host cache: the message names the image id, the URL and why."""
+
+
+class DiskError(ComputeError):
+    """An instance disk could not be made (qemu-img failed, the flavor's disk is smaller than the image...)."""
+
+
+class BridgeUnavailable(ComputeError):
+    """A port's bridge is missing on this host and could not (or may not) be created."""
+
+
+class VirtError(ComputeError):
+    """The hypervisor refused an operation; the message carries libvirt's own words."""

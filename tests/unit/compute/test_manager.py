@@ -1,0 +1,253 @@
+"""ComputeManager flows on the real libvirt test:/// driver and a real image cache; the conductor and network
+services are fakes recording what the manager asked of them."""
+
+import asyncio
+
+import libvirt
+import pytest
+
+from common.db.instances import PowerState, TaskState, VmState
+from common.exceptions import NotFound
+from services.compute.manager import BUILD_EVENT
+from tests.unit.compute.fakes import HOST, build_request
+
+
+def events(conductor, event=BUILD_EVENT):
+    return [(e["result"], e["details"]) for e in conductor.named("action_event") if e["event"] == event]
+
+
+async def test_build_success_reports_every_step_and_goes_active(manager, conductor, network, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image(), vcpus=2, ram_mb=256, disk_gb=1, nets=2)
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    info = await driver.get_info(instance["id"])
+    assert info.power_state == PowerState.RUNNING
+    assert (info.vcpus, info.memory_mb, info.disk_gb) == (2, 256, 1)
+    assert events(conductor) == [
+        ("start", "network"), ("Success", "network"),
+        ("start", "image"), ("Success", "image"),
+        ("start", "disk"), ("Success", "disk"),
+        ("start", "spawn"), ("Success", "spawn"),
+    ]  # fmt: skip
+    assert all(e["host"] == HOST for e in conductor.named("action_event"))
+    [alloc] = network.named("allocate_for_instance")
+    assert alloc["instance_id"] == instance["id"] and alloc["host"] == HOST
+    assert alloc["networks"] == spec["networks"]
+    updates = [u["values"] for u in conductor.named("instance_update")]
+    assert updates[0] == {"task_state": TaskState.NETWORKING, "host": HOST}
+    assert updates[1] == {"task_state": TaskState.SPAWNING}
+    final = updates[-1]
+    assert final["vm_state"] == VmState.ACTIVE and final["task_state"] is None
+    assert final["power_state"] == 1 and final["host"] == HOST and final["launched_at"]
+    assert conductor.named("build_failed") == []
+    assert (manager.image_cache.path / spec["image"]["id"]).exists()
+    [report] = conductor.named("report_capacity")
+    assert report["capacity"]["running_vms"] == 1 and report["capacity"]["vcpus_used"] == 2
+
+
+async def test_image_checksum_mismatch_fails_the_build_and_cleans_up(
+    manager, conductor, network, driver, image_file, ctx
+):
+    instance, spec = build_request(image_file.image(os_hash_value="f" * 64))
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=2)
+
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "image" and failed["host"] == HOST and failed["attempt"] == 2
+    assert failed["reason"].startswith(f"image on host {HOST}: image {spec['image']['id']} from file://")
+    assert "sha256 mismatch" in failed["reason"]
+    assert events(conductor)[-1] == ("Error", failed["reason"])
+    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert await driver.get_info(instance["id"]) is None
+    assert not any(u["values"].get("vm_state") == VmState.ACTIVE for u in conductor.named("instance_update"))
+
+
+async def test_spawn_failure_removes_the_domain_and_ports(manager, conductor, network, driver, image_file, ctx):
+    network.mac = "not-a-mac"  # libvirt refuses the domain XML
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "spawn"
+    assert failed["reason"].startswith(f"spawn on host {HOST}: libvirt error: ")
+    assert "not-a-mac" in failed["reason"]
+    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert await driver.list_instances() == []
+
+
+async def test_failure_after_define_undefines_the_domain(manager, conductor, driver, image_file, ctx, monkeypatch):
+    instance, spec = build_request(image_file.image())
+
+    def refuse_start(self, flags=0):
+        raise libvirt.libvirtError("simulated: cannot start")
+
+    monkeypatch.setattr(libvirt.virDomain, "create", refuse_start)
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "spawn" and "simulated: cannot start" in failed["reason"]
+    assert await driver.get_info(instance["id"]) is None  # defined, then removed by the cleanup
+
+
+async def test_network_failure_releases_whatever_was_allocated(manager, conductor, network, driver, image_file, ctx):
+    async def broken(ctx, **kw):
+        raise NotFound(f"network {kw['networks'][0]['uuid']} not found")
+
+    network.allocate_for_instance = broken
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "network"
+    assert failed["reason"] == f"network on host {HOST}: network {spec['networks'][0]['uuid']} not found"
+    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+
+
+async def test_malformed_request_fails_validation_without_touching_anything(manager, conductor, network, ctx):
+    instance, spec = build_request({"id": "img"})
+    del spec["flavor"]["ram_mb"]
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "validate" and "ram_mb" in failed["reason"]
+    assert network.calls == []
+
+
+async def test_redelivered_build_is_a_no_op(manager, conductor, network, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    conductor.calls.clear()
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    assert len(network.named("allocate_for_instance")) == 1
+    assert len(await driver.list_instances()) == 1
+    assert conductor.named("action_event") == []
+    [update] = conductor.named("instance_update")
+    assert update["values"]["vm_state"] == VmState.ACTIVE
+    assert update["expected_task_state"] == [TaskState.NETWORKING, TaskState.SPAWNING]
+
+
+async def test_concurrent_duplicate_builds_make_one_guest(manager, network, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await asyncio.gather(
+        *(manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1) for _ in range(3))
+    )
+    assert len(network.named("allocate_for_instance")) == 1
+    assert len(await driver.list_instances()) == 1
+
+
+async def test_terminate_destroys_releases_and_reports_deleted(manager, conductor, network, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    conductor.calls.clear()
+    await manager.terminate_instance(ctx, instance=instance)
+
+    assert await driver.get_info(instance["id"]) is None
+    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert conductor.named("instance_deleted") == [{"instance_id": instance["id"], "host": HOST}]
+    assert events(conductor, "compute_terminate_instance") == [("start", None), ("Success", None)]
+    assert conductor.named("report_capacity")[-1]["capacity"]["running_vms"] == 0
+
+    await manager.terminate_instance(ctx, instance=instance)  # again: still fine
+    assert len(conductor.named("instance_deleted")) == 2
+
+
+async def test_terminate_that_cannot_release_ports_puts_the_instance_in_error(
+    manager, conductor, network, image_file, ctx
+):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    async def unreachable(ctx, **kw):
+        raise TimeoutError("network did not answer")
+
+    network.deallocate_for_instance = unreachable
+    conductor.calls.clear()
+    await manager.terminate_instance(ctx, instance=instance)
+    assert conductor.named("instance_deleted") == []
+    result, details = events(conductor, "compute_terminate_instance")[-1]
+    assert result == "Error" and details == f"terminate on host {HOST}: TimeoutError: network did not answer"
+    assert conductor.named("instance_update")[-1]["values"] == {"vm_state": VmState.ERROR, "task_state": None}
+
+
+async def test_stop_start_reboot(manager, conductor, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    conductor.calls.clear()
+    await manager.stop_instance(ctx, instance=instance)
+    assert (await driver.get_info(instance["id"])).power_state == PowerState.SHUTDOWN
+    [update] = conductor.named("instance_update")
+    assert update["values"] == {"task_state": None, "vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN}
+    assert update["expected_task_state"] == [TaskState.POWERING_OFF]
+    assert events(conductor, "compute_stop_instance") == [("start", None), ("Success", None)]
+
+    conductor.calls.clear()
+    await manager.start_instance(ctx, instance=instance)
+    [update] = conductor.named("instance_update")
+    assert update["values"] == {"task_state": None, "vm_state": VmState.ACTIVE, "power_state": PowerState.RUNNING}
+    assert update["expected_task_state"] == [TaskState.POWERING_ON]
+
+    for reboot_type in ("SOFT", "HARD"):
+        conductor.calls.clear()
+        await manager.reboot_instance(ctx, instance=instance, reboot_type=reboot_type)
+        [update] = conductor.named("instance_update")
+        assert update["values"]["power_state"] == PowerState.RUNNING
+        assert update["expected_task_state"] == [TaskState.REBOOTING, TaskState.REBOOTING_HARD]
+        assert events(conductor, "compute_reboot_instance")[-1] == ("Success", None)
+    assert (await driver.get_info(instance["id"])).power_state == PowerState.RUNNING
+
+
+async def test_power_op_on_a_missing_guest_clears_the_task_and_says_why(manager, conductor, ctx):
+    instance = {"id": "5b0e4c1e-7a7c-4d4e-9d55-0a1c9f1f3a77"}
+    await manager.stop_instance(ctx, instance=instance)
+    result, details = events(conductor, "compute_stop_instance")[-1]
+    assert result == "Error"
+    assert details == f"compute_stop_instance on host {HOST}: instance {instance['id']} has no domain on host {HOST}"
+    [update] = conductor.named("instance_update")
+    assert update["values"] == {"task_state": None, "power_state": PowerState.NOSTATE}
+
+
+async def test_console_output(manager, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    assert instance["id"] in await manager.get_console_output(ctx, instance=instance, length=5)
+    with pytest.raises(NotFound):
+        await manager.get_console_output(ctx, instance={"id": "5b0e4c1e-7a7c-4d4e-9d55-0a1c9f1f3a77"})
+
+
+async def test_capacity_report_shape(manager, conductor, conf, ctx):
+    report = await manager.report_capacity(ctx)
+    assert conductor.named("report_capacity") == [{"capacity": report}]
+    assert set(report) >= {
+        "host", "vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used", "local_gb_used",
+        "running_vms", "virt_type", "hypervisor_hostname", "hypervisor_type", "hypervisor_version", "cpu_info",
+        "availability_zone", "broker_node", "reported_at",
+    }  # fmt: skip
+    assert report["host"] == HOST and report["broker_node"] == "mq1:5672"
+    assert report["virt_type"] == "test" and report["availability_zone"] == "nova"
+    assert report["cpu_allocation_ratio"] == conf.compute.cpu_allocation_ratio
+    assert (report["vcpus_used"], report["running_vms"]) == (0, 0)
+
+
+async def test_build_fails_cleanly_when_the_hypervisor_cannot_be_asked(
+    manager, conductor, network, driver, image_file, ctx, monkeypatch
+):
+    def libvirt_down(self, instance_id):
+        raise libvirt.libvirtError("simulated: connection to libvirtd lost")
+
+    monkeypatch.setattr(type(driver), "_lookup", libvirt_down)
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "validate"
+    assert failed["reason"] == (
+        f"validate on host {HOST}: cannot tell whether the guest exists "
+        "(libvirt error: simulated: connection to libvirtd lost)"
+    )
+    assert network.calls == []
+
+
+async def test_instance_id_that_is_not_a_uuid_is_refused_before_anything_is_made(manager, conductor, network, ctx):
+    instance, spec = build_request({"id": "img"})
+    instance["id"] = "../../etc"
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    [failed] = conductor.named("build_failed")
+    assert failed["step"] == "validate" and "badly formed hexadecimal UUID string" in failed["reason"]
+    assert network.calls == []
