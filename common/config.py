@@ -17,7 +17,7 @@ __all__ = ["list_opts", "new_conf", "parse_args"]
 
 cli_opts = [
     cfg.BoolOpt("debug", short="d", default=False, help="Log at DEBUG level."),
-    cfg.StrOpt("log_file", help="Write logs to this file instead of stderr."),
+    cfg.StrOpt("log-file", dest="log_file", help="Write logs to this file instead of stderr."),
 ]
 
 default_opts = [

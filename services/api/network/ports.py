@@ -1,0 +1,286 @@
+"""``/network/v2.0/ports``: list, show, create (with fixed-IP requests), update, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from common import exceptions
+from common.context import RequestContext
+from common.db import networks as db
+from services.api.app import CONF, DB, ctx
+from services.api.network.common import (
+    body_of,
+    check_attributes,
+    default_sg_id,
+    list_response,
+    owner_or_admin,
+    parse_bool,
+    parse_list_query,
+    requested_project,
+    scope,
+    show_response,
+    text,
+    timestamp,
+    validate_member,
+)
+from services.api.network.networks import visible_network
+from services.network import ipam
+
+__all__ = ["add_routes", "port_view"]
+
+
+def _mac(name: str, value: str) -> str:
+    return ipam.parse_mac(value)
+
+
+FILTERS = {
+    "id": ("id", text),
+    "name": ("name", text),
+    "description": ("description", text),
+    "project_id": ("project_id", text),
+    "tenant_id": ("project_id", text),
+    "network_id": ("network_id", text),
+    "mac_address": ("mac_address", _mac),
+    "admin_state_up": ("admin_state_up", parse_bool),
+    "status": ("status", text),
+    "device_id": ("device_id", text),
+    "device_owner": ("device_owner", text),
+    "binding:host_id": ("binding_host", text),
+}
+_FIXED_IP_KEYS = {"ip_address", "subnet_id", "ip_address_substr"}
+
+_NAME = {"type": "string", "maxLength": 255}
+_FIXED_IPS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"subnet_id": {"type": "string"}, "ip_address": {"type": "string"}},
+        "additionalProperties": False,
+    },
+}
+PROPERTIES: dict[str, Any] = {
+    "name": _NAME,
+    "description": _NAME,
+    "network_id": {"type": "string", "minLength": 1},
+    "project_id": {"type": "string", "minLength": 1, "maxLength": 255},
+    "tenant_id": {"type": "string", "minLength": 1, "maxLength": 255},
+    "admin_state_up": {"type": "boolean"},
+    "mac_address": {"type": "string"},
+    "fixed_ips": _FIXED_IPS,
+    "device_id": _NAME,
+    "device_owner": _NAME,
+    "dns_name": {"type": "string", "maxLength": 63},
+    "binding:host_id": {"type": "string", "maxLength": 255},
+    "security_groups": {"type": "array", "items": {"type": "string"}},
+    # Accepted at their only supported value, so clients that always send them keep working.
+    "binding:vnic_type": {"const": "normal"},
+    "binding:profile": {"type": "object", "maxProperties": 0},
+    "port_security_enabled": {"const": True},
+    "allowed_address_pairs": {"type": "array", "maxItems": 0},
+    "extra_dhcp_opts": {"type": "array", "maxItems": 0},
+    "qos_policy_id": {"type": "null"},
+}
+CREATE_ATTRS = set(PROPERTIES)
+UPDATE_ATTRS = CREATE_ATTRS - {"network_id", "project_id", "tenant_id"}
+READ_ONLY = {"id", "network_id", "project_id", "tenant_id", "status", "created_at", "updated_at", "revision_number"}
+
+
+def port_view(row: Mapping[str, Any], fixed_ips: Sequence[Mapping[str, str]], *, admin: bool) -> dict[str, Any]:
+    """A ``ports`` row as Neutron shows a port; ``binding:*`` attributes only to admins, as Neutron does."""
+    view = {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "network_id": row["network_id"],
+        "tenant_id": row["project_id"],
+        "project_id": row["project_id"],
+        "mac_address": str(row["mac_address"]),
+        "admin_state_up": row["admin_state_up"],
+        "status": row["status"],
+        "device_id": row["device_id"],
+        "device_owner": row["device_owner"],
+        "fixed_ips": [dict(f) for f in fixed_ips],
+        "dns_name": row["dns_name"],
+        "security_groups": [default_sg_id(row["project_id"])],
+        "port_security_enabled": True,
+        "allowed_address_pairs": [],
+        "extra_dhcp_opts": [],
+        "ip_allocation": "immediate",
+        "qos_policy_id": None,
+        "tags": [],
+        "created_at": timestamp(row["created_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+        "revision_number": row["revision_number"],
+    }
+    if admin:
+        bound = row["binding_host"] is not None
+        view.update(
+            {
+                "binding:host_id": row["binding_host"] or "",
+                "binding:vif_type": "bridge" if bound else "unbound",
+                "binding:vif_details": {"port_filter": True} if bound else {},
+                "binding:vnic_type": "normal",
+                "binding:profile": {},
+            }
+        )
+    return view
+
+
+def _check_security_groups(body: Mapping[str, Any], project_id: str) -> None:
+    """Only the project's 'default' group exists (and every port is in it)."""
+    wanted = body.get("security_groups")
+    if wanted is None:
+        return
+    default = default_sg_id(project_id)
+    for sg in wanted:
+        if sg not in (default, "default"):
+            raise exceptions.NotFound(f"Security group {sg} does not exist")
+
+
+def _check_privileged(c: RequestContext, body: Mapping[str, Any]) -> None:
+    if "binding:host_id" in body and not c.is_admin:
+        raise exceptions.Forbidden("Policy doesn't allow setting binding:host_id: it needs the admin role.")
+    if str(body.get("device_owner", "")).startswith(db.NETWORK_OWNED_PREFIX) and not c.is_admin:
+        raise exceptions.Forbidden(
+            f"Policy doesn't allow device_owner {body['device_owner']!r}: it is reserved for the network service."
+        )
+
+
+async def _visible_port(conn: asyncpg.Connection, c: RequestContext, port_id: str) -> asyncpg.Record:
+    row = await db.get_port(conn, port_id)
+    if row is None or not (c.is_admin or row["project_id"] == c.project_id):
+        raise exceptions.NotFound(f"Port {port_id} could not be found.")
+    return row
+
+
+async def _view(conn: asyncpg.Connection, c: RequestContext, row: Mapping[str, Any]) -> dict[str, Any]:
+    ips = await db.fixed_ips_for(conn, [row["id"]])
+    return port_view(row, ips[row["id"]], admin=c.is_admin)
+
+
+def _fixed_ip_filters(values: Sequence[str]) -> list[dict[str, str]]:
+    """``fixed_ips=ip_address=10.0.0.3`` (repeatable; ``subnet_id=``, ``ip_address_substr=`` too)."""
+    out = []
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or key not in _FIXED_IP_KEYS:
+            raise exceptions.BadRequest(
+                f"Invalid fixed_ips filter {raw!r}: use ip_address=, subnet_id= or ip_address_substr=."
+            )
+        out.append({key: value})
+    return out
+
+
+async def list_ports(request: web.Request) -> web.Response:
+    c = ctx(request)
+    lq = parse_list_query(request, FILTERS, extra=("fixed_ips", "security_groups"))
+    fixed = _fixed_ip_filters(lq.extra.get("fixed_ips", []))
+    if lq.empty:
+        return list_response(request, "ports", [], lq)
+
+    async def txn(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        rows = await db.list_ports(
+            conn, project_id=scope(c), filters=lq.filters, fixed_ips=fixed, limit=lq.limit, marker=lq.marker
+        )
+        ips = await db.fixed_ips_for(conn, [r["id"] for r in rows])
+        views = [port_view(r, ips[r["id"]], admin=c.is_admin) for r in rows]
+        wanted_sgs = lq.extra.get("security_groups")
+        if wanted_sgs:  # every port is in its project's default group, and only there
+            views = [v for v in views if v["security_groups"][0] in wanted_sgs]
+        return views
+
+    return list_response(request, "ports", await request.app[DB].run(txn), lq)
+
+
+async def show_port(request: web.Request) -> web.Response:
+    c = ctx(request)
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        return await _view(conn, c, await _visible_port(conn, c, request.match_info["port_id"]))
+
+    return show_response(request, "port", await request.app[DB].run(txn))
+
+
+async def create_port(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await body_of(request, "port")
+    check_attributes(body, CREATE_ATTRS)
+    validate_member("port", body, PROPERTIES)
+    if "network_id" not in body:
+        raise exceptions.BadRequest("Invalid input for operation: 'network_id' is required.")
+    _check_privileged(c, body)
+    project_id = requested_project(c, body)
+    _check_security_groups(body, project_id)
+    base_mac = request.app[CONF].network.base_mac
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        network = await visible_network(conn, c, body["network_id"])
+        row = await db.create_port(
+            conn,
+            network_id=network["id"],
+            project_id=project_id,
+            base_mac=base_mac,
+            fixed_ips=body.get("fixed_ips"),
+            mac_address=body.get("mac_address"),
+            name=body.get("name", ""),
+            description=body.get("description", ""),
+            admin_state_up=body.get("admin_state_up", True),
+            device_id=body.get("device_id", ""),
+            device_owner=body.get("device_owner", ""),
+            binding_host=body.get("binding:host_id") or None,
+            dns_name=body.get("dns_name", ""),
+        )
+        return await _view(conn, c, row)
+
+    return show_response(request, "port", await request.app[DB].run(txn), status=201)
+
+
+async def update_port(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await body_of(request, "port")
+    check_attributes(body, UPDATE_ATTRS, READ_ONLY)
+    validate_member("port", body, PROPERTIES)
+    _check_privileged(c, body)
+    columns = {"binding:host_id": "binding_host"}
+    values = {
+        columns.get(k, k): v
+        for k, v in body.items()
+        if k in ("name", "description", "admin_state_up", "device_id", "device_owner", "dns_name", "binding:host_id")
+    }
+    if "binding_host" in values:
+        values["binding_host"] = values["binding_host"] or None
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        row = await _visible_port(conn, c, request.match_info["port_id"])
+        owner_or_admin(c, row, f"port {row['id']}")
+        _check_security_groups(body, row["project_id"])
+        if "mac_address" in body and ipam.parse_mac(body["mac_address"]) != str(row["mac_address"]):
+            raise exceptions.BadRequest(f"The mac_address of port {row['id']} cannot be changed.")
+        updated = await db.update_port(conn, row["id"], values, fixed_ips=body.get("fixed_ips"))
+        return await _view(conn, c, updated)
+
+    return show_response(request, "port", await request.app[DB].run(txn))
+
+
+async def delete_port(request: web.Request) -> web.Response:
+    c = ctx(request)
+
+    async def txn(conn: asyncpg.Connection) -> None:
+        row = await _visible_port(conn, c, request.match_info["port_id"])
+        owner_or_admin(c, row, f"port {row['id']}")
+        await db.delete_port(conn, row["id"])
+
+    await request.app[DB].run(txn)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
+    app.router.add_get(f"{prefix}/ports", wrap(list_ports))
+    app.router.add_post(f"{prefix}/ports", wrap(create_port))
+    app.router.add_get(f"{prefix}/ports/{{port_id}}", wrap(show_port))
+    app.router.add_put(f"{prefix}/ports/{{port_id}}", wrap(update_port))
+    app.router.add_delete(f"{prefix}/ports/{{port_id}}", wrap(delete_port))

@@ -1,0 +1,62 @@
+"""Client stub for the network service (topic ``network``).
+
+The one place that knows this topic's name, its method names and their arguments; callers (computes) never
+build messages by hand. Both methods are calls: the caller needs the ports (or the certainty they are gone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.context import RequestContext
+from common.rpc import RpcClient
+
+__all__ = ["NetworkAPI"]
+
+
+class NetworkAPI:
+    TOPIC = "network"
+    # Bump the minor version for a compatible addition (a new optional argument), the major one otherwise; the
+    # envelope carries the wire version.
+    VERSION = "1.0"
+
+    def __init__(self, client: RpcClient, timeout: float | None = None) -> None:
+        """``timeout``: seconds each call waits for its reply (default ``[messaging] rpc_timeout``)."""
+        self.client = client
+        self.timeout = timeout
+
+    async def allocate_for_instance(
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        project_id: str,
+        hostname: str,
+        host: str,
+        networks: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Ports for an instance, one per ``networks`` entry (``{"uuid": net_id}`` or ``{"port": port_id}``).
+
+        Returns ``[{"id", "network_id", "mac_address", "fixed_ips": [{"subnet_id", "ip_address"}], "bridge",
+        "mtu", "cidr", "gateway_ip"}]``. Idempotent: a repeated call returns the ports already made. Raises
+        ``NotFound``, ``Conflict``, ``IpAddressExhausted`` (409), ``BadRequest``, or ``RpcTimeout``.
+        """
+        return await self.client.call(
+            self.TOPIC,
+            "allocate_for_instance",
+            ctx,
+            timeout=self.timeout,
+            instance_id=instance_id,
+            project_id=project_id,
+            hostname=hostname,
+            host=host,
+            networks=networks,
+        )
+
+    async def deallocate_for_instance(self, ctx: RequestContext, instance_id: str) -> dict[str, list[str]]:
+        """Delete the ports made for ``instance_id``, unbind the user's own ports. Idempotent.
+
+        Returns ``{"deleted": [port ids], "unbound": [port ids]}``.
+        """
+        return await self.client.call(
+            self.TOPIC, "deallocate_for_instance", ctx, timeout=self.timeout, instance_id=instance_id
+        )
