@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 
 __all__ = ["add_event", "finish_action", "get_action", "list_actions", "list_events", "start_action"]
@@ -44,11 +46,15 @@ async def add_event(
     result: str,
     host: str | None,
     details: str | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """``result`` 'start' opens an event; 'Success'/'Error' closes the newest open one of that name.
+    """Record that ``event`` started (``result`` 'start') or finished ('Success'/'Error') on ``host`` at ``at``.
 
-    Events for a request without an action (e.g. internal work) attach to the instance's latest action.
+    Order-independent, because casts from one sender may be applied concurrently: an event is keyed by
+    (action, event, host); a 'start' arriving after its finish only fills in the start time, a finish
+    arriving first creates the row. Events for a request without an action attach to the latest action.
     """
+    at = at or datetime.now(UTC)
     action_id = await conn.fetchval(
         "SELECT id FROM instance_actions WHERE instance_id = $1 AND request_id = $2", instance_id, request_id
     )
@@ -58,24 +64,36 @@ async def add_event(
         )
     if action_id is None:
         return
-    if result == "start":
-        await conn.execute(
-            "INSERT INTO instance_action_events (action_id, event, host, details) VALUES ($1, $2, $3, $4)",
-            action_id, event, host, details,
-        )  # fmt: skip
-        return
-    closed = await conn.fetchval(
-        "UPDATE instance_action_events SET finish_time = now(), result = $3,"
-        " details = COALESCE($4, details), host = COALESCE(host, $5)"
-        " WHERE id = (SELECT id FROM instance_action_events WHERE action_id = $1 AND event = $2"
-        "             AND finish_time IS NULL ORDER BY id DESC LIMIT 1) RETURNING id",
-        action_id, event, result, details, host,
+    # Serialise writers of this action's events (two conductors may apply its start and finish at once).
+    await conn.execute("SELECT 1 FROM instance_actions WHERE id = $1 FOR UPDATE", action_id)
+    row = await conn.fetchrow(
+        "SELECT id FROM instance_action_events WHERE action_id = $1 AND event = $2 AND host IS NOT DISTINCT FROM $3"
+        " ORDER BY id DESC LIMIT 1",
+        action_id, event, host,
     )  # fmt: skip
-    if closed is None:
+    if result == "start":
+        if row is None:
+            await conn.execute(
+                "INSERT INTO instance_action_events (action_id, event, host, details, start_time)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                action_id, event, host, details, at,
+            )  # fmt: skip
+        else:
+            await conn.execute(
+                "UPDATE instance_action_events SET start_time = LEAST(start_time, $2) WHERE id = $1", row["id"], at
+            )
+        return
+    if row is None:
         await conn.execute(
-            "INSERT INTO instance_action_events (action_id, event, host, result, details, finish_time)"
-            " VALUES ($1, $2, $3, $4, $5, now())",
-            action_id, event, host, result, details,
+            "INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            action_id, event, host, result, details, at,
+        )  # fmt: skip
+    else:
+        await conn.execute(
+            "UPDATE instance_action_events SET finish_time = $2, result = $3, details = COALESCE($4, details)"
+            " WHERE id = $1",
+            row["id"], at, result, details,
         )  # fmt: skip
 
 

@@ -1,0 +1,142 @@
+"""Boot N servers through the API with C concurrent clients on libvirt test:///default hosts.
+
+Starts its own PostgreSQL, RabbitMQ and Stratus services (like the tests), prints API latency p50/p99 and
+end-to-end boots/s (first POST to last ACTIVE), JSON on the last line. ``--record`` appends to RESULTS.md.
+
+    python -m benchmarks.boot --hosts 10 --servers 200 --clients 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.cloud import ADMIN_PASSWORD, Cloud  # noqa: E402
+from tests.fixtures.postgres import PostgresServer  # noqa: E402
+from tests.fixtures.rabbitmq import RabbitCluster  # noqa: E402
+
+
+async def token(session: aiohttp.ClientSession, endpoint: str) -> str:
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"name": "Default"}, "password": ADMIN_PASSWORD}}},
+        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}  # fmt: skip
+    async with session.post(f"{endpoint}/identity/v3/auth/tokens", json=body) as r:
+        r.raise_for_status()
+        return r.headers["X-Subject-Token"]
+
+
+async def run(endpoint: str, servers: int, clients: int, timeout: float) -> dict:
+    async with aiohttp.ClientSession() as session:
+        tok = await token(session, endpoint)
+        headers = {"X-Auth-Token": tok}
+        async with session.get(f"{endpoint}/network/v2.0/networks?name=private", headers=headers) as r:
+            net = (await r.json())["networks"][0]["id"]
+        async with session.get(f"{endpoint}/image/v2/images?name=tiny", headers=headers) as r:
+            image = (await r.json())["images"][0]["id"]
+        latencies: list[float] = []
+        ids: list[str] = []
+        errors = 0
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(servers):
+            queue.put_nowait(i)
+
+        async def client() -> None:
+            nonlocal errors
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = {"server": {"name": f"bench-{i}", "flavorRef": "1", "imageRef": image,
+                                   "networks": [{"uuid": net}]}}  # fmt: skip
+                t0 = time.perf_counter()
+                async with session.post(f"{endpoint}/compute/v2.1/servers", json=body, headers=headers) as r:
+                    data = await r.json()
+                    latencies.append(time.perf_counter() - t0)
+                    if r.status == 202:
+                        ids.append(data["server"]["id"])
+                    else:
+                        errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        posted = time.perf_counter()
+        pending = set(ids)
+        while pending and time.perf_counter() - start < timeout:
+            async with session.get(f"{endpoint}/compute/v2.1/servers/detail?all_tenants=1", headers=headers) as r:
+                for s in (await r.json())["servers"]:
+                    if s["id"] in pending and s["status"] in ("ACTIVE", "ERROR"):
+                        pending.discard(s["id"])
+                        if s["status"] == "ERROR":
+                            errors += 1
+            if pending:
+                await asyncio.sleep(0.1)
+        done = time.perf_counter()
+        errors += len(pending)
+        latencies.sort()
+        return {
+            "servers": servers,
+            "clients": clients,
+            "boots_per_s": round((len(ids) - len(pending)) / (done - start), 1),
+            "api_p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "api_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+            "post_phase_s": round(posted - start, 2),
+            "total_s": round(done - start, 2),
+            "errors": errors,
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--hosts", type=int, default=10)
+    ap.add_argument("--servers", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    pg, rabbit = PostgresServer(), RabbitCluster(1)
+    with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp:
+        pg.start()
+        try:
+            rabbit.start()
+            cloud = Cloud(Path(tmp), pg, rabbit, compute_hosts=args.hosts,
+                          compute_overrides={"vcpus": 64, "memory_mb": 262144, "local_gb": 4000},
+                          extra_config={"DEFAULT": {"debug": "false"}})  # fmt: skip
+            cloud.start(timeout=120)
+            try:
+                result = asyncio.run(run(cloud.endpoint, args.servers, args.clients, args.timeout))
+            finally:
+                cloud.stop()
+        finally:
+            rabbit.stop()
+            rabbit.cleanup()
+            pg.stop()
+            pg.cleanup()
+    result["hosts"] = args.hosts
+    if args.record:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write(
+                f"| {datetime.now(UTC):%Y-%m-%d} | boot.py | {platform.node()} {_cpus()} cores | "
+                f"hosts={args.hosts} servers={args.servers} clients={args.clients} | {json.dumps(result)} |\n"
+            )
+    print(json.dumps(result))
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Read-only queries the compute API makes on other aggregates (networks, ports, services, usage).
+
+They read tables other services own and never write them: the compute API only needs to know that a network
+is there and visible, and which addresses an instance holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+__all__ = [
+    "addresses_for",
+    "get_port",
+    "host_zones",
+    "list_services",
+    "node_states",
+    "project_usage",
+    "visible_network",
+    "visible_networks",
+]
+
+
+async def addresses_for(conn: asyncpg.Connection, instance_ids: Sequence[str]) -> dict[str, list[asyncpg.Record]]:
+    """Per instance, its fixed addresses with network name and MAC, in port creation order."""
+    rows = await conn.fetch(
+        "SELECT p.device_id, n.name AS network_name, p.mac_address::text AS mac_address,"
+        " host(a.ip_address) AS ip_address, family(a.ip_address) AS ip_version"
+        " FROM ports p JOIN ip_allocations a ON a.port_id = p.id JOIN networks n ON n.id = p.network_id"
+        " WHERE p.device_id = ANY($1) ORDER BY p.created_at, p.id, a.ip_address",
+        list(instance_ids),
+    )
+    out: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        out.setdefault(r["device_id"], []).append(r)
+    return out
+
+
+async def visible_network(conn: asyncpg.Connection, network_id: str, project_id: str | None) -> asyncpg.Record | None:
+    """The network if ``project_id`` may attach to it (shared or its own); any network when ``project_id`` is None."""
+    if project_id is None:
+        return await conn.fetchrow("SELECT * FROM networks WHERE id = $1", network_id)
+    return await conn.fetchrow(
+        "SELECT * FROM networks WHERE id = $1 AND (shared OR project_id = $2)", network_id, project_id
+    )
+
+
+async def visible_networks(conn: asyncpg.Connection, project_id: str) -> list[asyncpg.Record]:
+    """Networks ``project_id`` may attach to, excluding external ones (guests do not plug into those directly)."""
+    return await conn.fetch(
+        "SELECT * FROM networks WHERE (shared OR project_id = $1) AND NOT external AND admin_state_up ORDER BY name",
+        project_id,
+    )
+
+
+async def host_zones(conn: asyncpg.Connection, hosts: Sequence[str]) -> dict[str, str]:
+    """The availability zone of each of these compute hosts."""
+    rows = await conn.fetch("SELECT host, availability_zone FROM compute_nodes WHERE host = ANY($1)", list(hosts))
+    return {r["host"]: r["availability_zone"] for r in rows}
+
+
+async def get_port(conn: asyncpg.Connection, port_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM ports WHERE id = $1", port_id)
+
+
+async def list_services(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Service rows with their age in seconds (measured by the database clock, the one all nodes share)."""
+    return await conn.fetch(
+        "SELECT s.*, EXTRACT(EPOCH FROM now() - s.last_seen_at)::float AS age,"
+        " n.availability_zone AS node_zone"
+        " FROM services s LEFT JOIN compute_nodes n ON n.host = s.host"
+        ' ORDER BY s."binary", s.host'
+    )
+
+
+async def project_usage(conn: asyncpg.Connection, project_id: str) -> asyncpg.Record:
+    """Instances, vCPUs and RAM the project's live instances use (from their flavor snapshots)."""
+    return await conn.fetchrow(
+        "SELECT count(*) AS instances, COALESCE(sum((flavor->>'vcpus')::int), 0) AS cores,"
+        " COALESCE(sum((flavor->>'ram_mb')::int), 0) AS ram"
+        " FROM instances WHERE project_id = $1 AND deleted_at IS NULL",
+        project_id,
+    )
+
+
+async def node_states(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Compute nodes with their report age and the matching compute service's row, if any."""
+    return await conn.fetch(
+        "SELECT n.*, EXTRACT(EPOCH FROM now() - n.last_report_at)::float AS report_age,"
+        " s.id AS service_id, s.disabled, s.disabled_reason,"
+        " EXTRACT(EPOCH FROM now() - s.last_seen_at)::float AS service_age"
+        " FROM compute_nodes n LEFT JOIN LATERAL ("
+        "   SELECT * FROM services WHERE host = n.host AND (\"binary\" LIKE '%compute%' OR topic LIKE 'compute%')"
+        "   ORDER BY last_seen_at DESC LIMIT 1"
+        " ) s ON true ORDER BY n.host"
+    )
