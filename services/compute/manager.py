@@ -156,16 +156,19 @@ class ComputeManager:
 
     @contextlib.asynccontextmanager
     async def _build_step(self, ctx: RequestContext, instance_id: str, step: BuildStep) -> AsyncIterator[None]:
-        """One reported phase: a ``start`` event, then ``Success`` or ``Error`` with the reason."""
-        await self._event(ctx, instance_id, BUILD_EVENT, "start", str(step))
+        """One reported phase (event ``compute_build_<step>``): ``start``, then ``Success`` or ``Error`` with the
+        reason; the build as a whole is the ``compute_build_and_run_instance`` event around them."""
+        event = f"compute_build_{step}"
+        await self._event(ctx, instance_id, event, "start")
         try:
             yield
         except Exception as e:  # any failure of a step fails the build; the reason carries what it was
             reason = f"{step} on host {self.host}: {_describe(e)}"
             LOG.warning("instance %s: build failed: %s", instance_id, reason)
+            await self._event(ctx, instance_id, event, "Error", reason)
             await self._event(ctx, instance_id, BUILD_EVENT, "Error", reason)
             raise _BuildStepFailed(step, reason) from e
-        await self._event(ctx, instance_id, BUILD_EVENT, "Success", str(step))
+        await self._event(ctx, instance_id, event, "Success")
 
     async def _build(
         self,
@@ -177,10 +180,8 @@ class ComputeManager:
     ) -> None:
         instance_id = instance["id"]
         ports_requested = False
+        await self._event(ctx, instance_id, BUILD_EVENT, "start")
         try:
-            await self.conductor.instance_update(
-                ctx, instance_id=instance_id, values={"task_state": TaskState.NETWORKING, "host": self.host}
-            )
             async with self._build_step(ctx, instance_id, BuildStep.NETWORK):
                 ports_requested = True
                 ports = await self.network.allocate_for_instance(
@@ -192,8 +193,12 @@ class ComputeManager:
                     networks=request_spec.get("networks") or [],
                 )
                 guest = dataclasses.replace(guest, vifs=tuple(Vif.from_port(p) for p in ports))
+            # Guarded: casts may be applied out of order, and this one must never undo ACTIVE.
             await self.conductor.instance_update(
-                ctx, instance_id=instance_id, values={"task_state": TaskState.SPAWNING}
+                ctx,
+                instance_id=instance_id,
+                values={"task_state": TaskState.SPAWNING},
+                expected_task_state=[TaskState.NETWORKING],
             )
             async with self._build_step(ctx, instance_id, BuildStep.IMAGE):
                 image_path = await self.image_cache.fetch(request_spec["image"])
@@ -206,7 +211,13 @@ class ComputeManager:
             await self._build_failed(ctx, instance_id, attempt, failure)
             return
         LOG.info("instance %s: built and running on %s", instance_id, self.host)
-        await self.conductor.instance_update(ctx, instance_id=instance_id, values=self._active_values())
+        await self.conductor.instance_update(
+            ctx,
+            instance_id=instance_id,
+            values=self._active_values(),
+            expected_task_state=[TaskState.NETWORKING, TaskState.SPAWNING],
+            event={"event": BUILD_EVENT, "result": "Success", "host": self.host},
+        )
 
     async def _build_failed(
         self, ctx: RequestContext, instance_id: str, attempt: int, failure: _BuildStepFailed
@@ -334,14 +345,14 @@ class ComputeManager:
             except StratusError as e:
                 reason = f"{event} on host {self.host}: {_describe(e)}"
                 LOG.warning("instance %s: %s", instance_id, reason)
-                await self._event(ctx, instance_id, event, "Error", reason)
+                outcome = {"event": event, "result": "Error", "host": self.host, "details": reason}
             else:
-                await self._event(ctx, instance_id, event, "Success")
+                outcome = {"event": event, "result": "Success", "host": self.host}
                 values["vm_state"] = vm_state
             info = await self.driver.get_info(instance_id)
             values["power_state"] = info.power_state if info is not None else PowerState.NOSTATE
             await self.conductor.instance_update(
-                ctx, instance_id=instance_id, values=values, expected_task_state=list(expected)
+                ctx, instance_id=instance_id, values=values, expected_task_state=list(expected), event=outcome
             )
         await self._report_quietly(ctx)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -33,14 +34,18 @@ class ConductorManager:
         instance_id: str,
         values: dict[str, Any],
         expected_task_state: list[str | None] | None = None,
+        event: dict[str, Any] | None = None,
     ) -> None:
-        """Apply a compute's state change; when the task ends (task_state None) the request's action ends too."""
+        """Apply a compute's state change (and the event explaining it, atomically); when the task ends
+        (task_state None) the request's action ends too."""
 
         async def tx(conn: asyncpg.Connection) -> None:
             row = await instances.update(conn, instance_id, values, expected_task_state=expected_task_state)
             if row is None:
                 LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
                 return
+            if event is not None:
+                await self._add_event(conn, ctx, instance_id, **event)
             if "task_state" in values and values["task_state"] is None:
                 await actions.finish_action(conn, instance_id, ctx.request_id)
 
@@ -54,17 +59,35 @@ class ConductorManager:
         result: str,
         host: str,
         details: str | None = None,
+        at: str | None = None,
     ) -> None:
         await self.db.run(
-            lambda c: actions.add_event(
-                c,
-                instance_id=instance_id,
-                request_id=ctx.request_id,
-                event=event,
-                result=result,
-                host=host,
-                details=details,
+            lambda c: self._add_event(
+                c, ctx, instance_id, event=event, result=result, host=host, details=details, at=at
             )
+        )
+
+    @staticmethod
+    async def _add_event(
+        conn: asyncpg.Connection,
+        ctx: RequestContext,
+        instance_id: str,
+        *,
+        event: str,
+        result: str,
+        host: str,
+        details: str | None = None,
+        at: str | None = None,
+    ) -> None:
+        await actions.add_event(
+            conn,
+            instance_id=instance_id,
+            request_id=ctx.request_id,
+            event=event,
+            result=result,
+            host=host,
+            details=details,
+            at=datetime.fromisoformat(at) if at else None,
         )
 
     async def build_failed(

@@ -89,7 +89,7 @@ class SchedulerManager:
         if row is None or row["task_state"] != TaskState.SCHEDULING or row["vm_state"] != VmState.BUILDING:
             LOG.info("instance %s no longer waits for scheduling; dropping the request", instance_id)
             return
-        await self._event(ctx, instance_id, "start", None)
+        await self._event(ctx, instance_id, "start")
         allocation = await self.db.run(lambda c: compute_nodes.get_allocation(c, instance_id))
         if allocation is not None:  # redelivered after a claim whose cast may not have gone out
             host = allocation["host"]
@@ -121,7 +121,7 @@ class SchedulerManager:
             )  # fmt: skip
             return
         self.decisions += 1
-        await self._event(ctx, instance_id, "Success", host)
+        await self._event(ctx, instance_id, "Success", f"chose host {host} (attempt {request_spec.get('attempt', 1)})")
 
     async def _claim_first(self, ctx: RequestContext, spec: dict[str, Any], ranked: list) -> str | None:
         """Claim on a random pick among the best ``host_subset_size``, then the rest in order."""
@@ -183,11 +183,10 @@ class SchedulerManager:
             )
         LOG.warning("instance %s: %s", spec["instance_id"], message)
         await set_error(self.db, ctx, spec["instance_id"], message, code=500, host=None)
-        await self._event(ctx, spec["instance_id"], "Error", None, message)
+        await self._event(ctx, spec["instance_id"], "Error", message)
 
-    async def _event(
-        self, ctx: RequestContext, instance_id: str, result: str, host: str | None, details: str | None = None
-    ) -> None:
+    async def _event(self, ctx: RequestContext, instance_id: str, result: str, details: str | None = None) -> None:
+        """An event of this scheduler (its host); which compute host it chose is in ``details``."""
         await self.db.run(
             lambda c: actions.add_event(
                 c,
@@ -195,7 +194,7 @@ class SchedulerManager:
                 request_id=ctx.request_id,
                 event=EVENT,
                 result=result,
-                host=host or self.conf.host,
+                host=self.conf.host,
                 details=details,
             )
         )

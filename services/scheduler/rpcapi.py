@@ -5,6 +5,7 @@ The one place that knows these topic and method names; callers never build messa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from common.context import RequestContext
@@ -13,6 +14,10 @@ from common.rpc import RpcClient
 __all__ = ["CAPACITY_EXCHANGE", "ConductorAPI", "SchedulerAPI"]
 
 CAPACITY_EXCHANGE = "capacity"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 class SchedulerAPI:
@@ -39,7 +44,12 @@ class ConductorAPI:
         instance_id: str,
         values: dict[str, Any],
         expected_task_state: list[str | None] | None = None,
+        event: dict[str, Any] | None = None,
     ) -> None:
+        """Guarded update; ``event`` (the kwargs of ``action_event``) is recorded in the same transaction,
+        so a reader who sees the new state also sees the event that explains it."""
+        if event is not None:
+            event = {**event, "at": event.get("at") or _now()}
         await self.client.cast(
             self.TOPIC,
             "instance_update",
@@ -47,6 +57,7 @@ class ConductorAPI:
             instance_id=instance_id,
             values=values,
             expected_task_state=expected_task_state,
+            event=event,
         )
 
     async def action_event(
@@ -58,6 +69,7 @@ class ConductorAPI:
         host: str,
         details: str | None = None,
     ) -> None:
+        """Record a step; stamped here, at the sender, so the time is right whenever it is applied."""
         await self.client.cast(
             self.TOPIC,
             "action_event",
@@ -67,6 +79,7 @@ class ConductorAPI:
             result=result,
             host=host,
             details=details,
+            at=_now(),
         )
 
     async def build_failed(

@@ -33,8 +33,13 @@ def test_sample_config_is_current(tmp_path):
     out = tmp_path / "sample.conf"
     subprocess.run(
         [
-            sys.executable, "-m", "oslo_config.generator",
-            "--config-file", "etc/stratus/stratus-config-generator.conf", "--output-file", str(out),
+            sys.executable,
+            "-m",
+            "oslo_config.generator",
+            "--config-file",
+            "etc/stratus/stratus-config-generator.conf",
+            "--output-file",
+            str(out),
         ],  # fmt: skip
         check=True,
         cwd=ROOT,
