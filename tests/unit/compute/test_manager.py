@@ -12,8 +12,19 @@ from services.compute.manager import BUILD_EVENT
 from tests.unit.compute.fakes import HOST, build_request
 
 
+def all_events(conductor):
+    """Events in the order sent: plain ``action_event`` casts and those riding on ``instance_update``."""
+    out = []
+    for name, kwargs in conductor.calls:
+        if name == "action_event":
+            out.append(kwargs)
+        elif name == "instance_update" and kwargs.get("event"):
+            out.append(kwargs["event"])
+    return out
+
+
 def events(conductor, event=BUILD_EVENT):
-    return [(e["result"], e["details"]) for e in conductor.named("action_event") if e["event"] == event]
+    return [(e["result"], e.get("details")) for e in all_events(conductor) if e["event"] == event]
 
 
 async def test_build_success_reports_every_step_and_goes_active(manager, conductor, network, driver, image_file, ctx):
@@ -23,20 +34,23 @@ async def test_build_success_reports_every_step_and_goes_active(manager, conduct
     info = await driver.get_info(instance["id"])
     assert info.power_state == PowerState.RUNNING
     assert (info.vcpus, info.memory_mb, info.disk_gb) == (2, 256, 1)
-    assert events(conductor) == [
-        ("start", "network"), ("Success", "network"),
-        ("start", "image"), ("Success", "image"),
-        ("start", "disk"), ("Success", "disk"),
-        ("start", "spawn"), ("Success", "spawn"),
+    assert [(e["event"], e["result"]) for e in all_events(conductor)] == [
+        (BUILD_EVENT, "start"),
+        ("compute_build_network", "start"), ("compute_build_network", "Success"),
+        ("compute_build_image", "start"), ("compute_build_image", "Success"),
+        ("compute_build_disk", "start"), ("compute_build_disk", "Success"),
+        ("compute_build_spawn", "start"), ("compute_build_spawn", "Success"),
+        (BUILD_EVENT, "Success"),
     ]  # fmt: skip
-    assert all(e["host"] == HOST for e in conductor.named("action_event"))
+    assert all(e["host"] == HOST for e in all_events(conductor))
     [alloc] = network.named("allocate_for_instance")
     assert alloc["instance_id"] == instance["id"] and alloc["host"] == HOST
     assert alloc["networks"] == spec["networks"]
-    updates = [u["values"] for u in conductor.named("instance_update")]
-    assert updates[0] == {"task_state": TaskState.NETWORKING, "host": HOST}
-    assert updates[1] == {"task_state": TaskState.SPAWNING}
-    final = updates[-1]
+    updates = conductor.named("instance_update")
+    assert updates[0]["values"] == {"task_state": TaskState.SPAWNING}
+    assert updates[0]["expected_task_state"] == [TaskState.NETWORKING]
+    assert updates[-1]["expected_task_state"] == [TaskState.NETWORKING, TaskState.SPAWNING]
+    final = updates[-1]["values"]
     assert final["vm_state"] == VmState.ACTIVE and final["task_state"] is None
     assert final["power_state"] == 1 and final["host"] == HOST and final["launched_at"]
     assert conductor.named("build_failed") == []
