@@ -156,7 +156,7 @@ async def test_driver_runs_a_bios_guest_from_a_qcow2_overlay(conf, driver, bridg
 
     capacity = await driver.host_capacity()
     assert capacity.hypervisor_type == "QEMU" and capacity.vcpus > 0 and capacity.local_gb > 0
-    assert [i.uuid for i in await driver.list_instances()] == [guest.uuid]
+    assert guest.uuid in [i.uuid for i in await driver.list_instances()]  # the system libvirtd may hold others
 
     # The boot sector ignores the ACPI power button: the clean shutdown times out, then it is powered off hard.
     await driver.power_off(guest.uuid, timeout=1)
