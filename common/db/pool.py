@@ -45,7 +45,7 @@ class Database:
         dsn = conf.database.connection
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RETRYABLE),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2, jitter=0.2),
             stop=tenacity.stop_after_delay(conf.database.retry_timeout),
             reraise=True,
         ):
@@ -75,7 +75,7 @@ class Database:
         """
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RETRYABLE),
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=2),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=2, jitter=0.2),
             stop=tenacity.stop_after_delay(self.retry_timeout),
             before_sleep=lambda rs: LOG.warning("database unreachable, retrying: %s", rs.outcome.exception()),
             reraise=True,

@@ -173,7 +173,7 @@ class Transport:
         while not self._closing:
             async for attempt in tenacity.AsyncRetrying(
                 retry=tenacity.retry_if_exception_type(_NoNodeReachable),
-                wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.2),
             ):
                 with attempt:
                     idx = await self._attach_any(start)
@@ -200,8 +200,8 @@ class Transport:
             LOG.info("broker node %s unreachable: %s", node_name(url), e)
             return False
         self._lost.clear()
-        conn.close_callbacks.add(lambda *_: self._lost.set())
         self._connection = conn
+        conn.close_callbacks.add(lambda *_: self._on_connection_closed(conn))
         self.node_index = idx
         try:
             await self._setup()
@@ -212,6 +212,11 @@ class Transport:
         self._connected.set()
         LOG.info("attached to broker node %s", node_name(url))
         return True
+
+    def _on_connection_closed(self, conn: AbstractConnection) -> None:
+        # A late callback from a connection we already dropped must not fail over the current one.
+        if conn is self._connection:
+            self._lost.set()
 
     async def _setup(self) -> None:
         async with self._setup_lock:
