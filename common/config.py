@@ -129,6 +129,85 @@ scheduler_opts = [
         min=1,
         help="Seconds without a capacity report after which a compute host is left out of placement.",
     ),
+    cfg.ListOpt(
+        "enabled_filters",
+        default=[
+            "ComputeFilter",
+            "RetryFilter",
+            "AvailabilityZoneFilter",
+            "RamFilter",
+            "CoreFilter",
+            "DiskFilter",
+            "AggregateInstanceExtraSpecsFilter",
+            "ImagePropertiesFilter",
+            "ServerGroupAntiAffinityFilter",
+            "ServerGroupAffinityFilter",
+            "SameHostFilter",
+            "DifferentHostFilter",
+            "BuildFailureFilter",
+        ],
+        help="Host filters, in the order they run (services/scheduler/filters.py). An unknown name stops the "
+        "scheduler at start.",
+    ),
+    cfg.ListOpt(
+        "weighers",
+        default=[
+            "RAMWeigher",
+            "CPUWeigher",
+            "DiskWeigher",
+            "NumInstancesWeigher",
+            "ServerGroupSoftAffinityWeigher",
+            "ServerGroupSoftAntiAffinityWeigher",
+            "BuildFailureWeigher",
+        ],
+        help="Host weighers (services/scheduler/weighers.py); each one's score is normalised to 0..1 across the "
+        "candidates and multiplied by its multiplier.",
+    ),
+    cfg.FloatOpt("ram_weight_multiplier", default=1.0, help="Free RAM weight: positive spreads, negative packs."),
+    cfg.FloatOpt("cpu_weight_multiplier", default=0.5, help="Free vCPU weight: positive spreads, negative packs."),
+    cfg.FloatOpt("disk_weight_multiplier", default=0.0, help="Free disk weight: positive spreads, negative packs."),
+    cfg.FloatOpt(
+        "num_instances_weight_multiplier",
+        default=-0.1,
+        help="Instance count weight: negative prefers hosts with fewer instances.",
+    ),
+    cfg.FloatOpt(
+        "soft_affinity_weight_multiplier",
+        default=1.0,
+        min=0.0,
+        help="How strongly soft-affinity groups pull members onto hosts already holding members.",
+    ),
+    cfg.FloatOpt(
+        "soft_anti_affinity_weight_multiplier",
+        default=1.0,
+        min=0.0,
+        help="How strongly soft-anti-affinity groups push members away from hosts already holding members.",
+    ),
+    cfg.FloatOpt(
+        "build_failure_weight_multiplier",
+        default=1000000.0,
+        min=0.0,
+        help="How strongly hosts with recent failed builds sink (the default outweighs every other weigher).",
+    ),
+    cfg.IntOpt(
+        "build_failure_threshold",
+        default=3,
+        min=0,
+        help="BuildFailureFilter leaves out hosts with this many failed builds within build_failure_window (0: never).",
+    ),
+    cfg.FloatOpt(
+        "build_failure_window",
+        default=600.0,
+        min=1.0,
+        help="Seconds a failed build counts against its host (filter and weigher).",
+    ),
+    cfg.FloatOpt(
+        "aggregate_refresh_interval",
+        default=30.0,
+        min=1.0,
+        help="Seconds between reloads of host aggregates from the database (the API also tells schedulers at "
+        "once through the capacity fanout).",
+    ),
 ]
 
 compute_opts = [
@@ -207,6 +286,21 @@ network_opts = [
     ),
     cfg.StrOpt("bridge_prefix", default="brq", help="Prefix of the Linux bridge made for each network."),
     cfg.StrOpt("dns_domain", default="stratus.local", help="DNS domain guests' names live in."),
+    cfg.BoolOpt(
+        "serve_dhcp",
+        default=False,
+        help="Make this network service the network node: per network a namespace with dnsmasq (static DHCP, "
+        "forward and reverse DNS) and a metadata server on 169.254.169.254, joined to the network's bridge. "
+        "Off: IP/MAC allocation only (the processes it starts outlive it; `stratus-network --teardown` removes "
+        "them).",
+    ),
+    cfg.FloatOpt(
+        "dhcp_resync_interval",
+        default=10.0,
+        min=0.1,
+        help="Seconds between full DHCP/DNS/metadata convergence passes; database notifications trigger one "
+        "at once, this is the safety net.",
+    ),
 ]
 
 _GROUPS: list[tuple[str | None, list[cfg.Opt]]] = [

@@ -8,7 +8,17 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["claim", "get_allocation", "list_nodes", "release", "upsert_from_report", "upsert_service"]
+from common.db import server_groups
+
+__all__ = [
+    "GroupPolicyViolation",
+    "claim",
+    "get_allocation",
+    "list_nodes",
+    "release",
+    "upsert_from_report",
+    "upsert_service",
+]
 
 _REPORTED = (
     "hypervisor_hostname", "hypervisor_type", "hypervisor_version", "virt_type", "cpu_info", "vcpus",
@@ -41,21 +51,44 @@ async def list_nodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT * FROM compute_nodes ORDER BY host")
 
 
-# The capacity a claim may use: (total - reserved) * ratio, per resource.
+# The capacity a claim may use: (total - reserved) * ratio, per resource; a ratio set in the metadata of an
+# aggregate holding the host overrides the host's own (the lowest of several wins), as the scheduler assumes.
 _FITS = """
-    vcpus_used + $2 <= (vcpus - reserved_host_cpus) * cpu_allocation_ratio
-    AND memory_mb_used + $3 <= (memory_mb - reserved_host_memory_mb) * ram_allocation_ratio
-    AND local_gb_used + $4 <= (local_gb - reserved_host_disk_gb) * disk_allocation_ratio
+    vcpus_used + $2 <= (vcpus - reserved_host_cpus) * COALESCE(r.cpu, cpu_allocation_ratio)
+    AND memory_mb_used + $3 <= (memory_mb - reserved_host_memory_mb) * COALESCE(r.ram, ram_allocation_ratio)
+    AND local_gb_used + $4 <= (local_gb - reserved_host_disk_gb) * COALESCE(r.disk, disk_allocation_ratio)
+"""
+
+# One row always (aggregates without a GROUP BY): NULLs when no aggregate of the host overrides a ratio.
+_RATIOS = """
+    SELECT min((a.metadata->>'cpu_allocation_ratio')::real) AS cpu,
+           min((a.metadata->>'ram_allocation_ratio')::real) AS ram,
+           min((a.metadata->>'disk_allocation_ratio')::real) AS disk
+    FROM aggregate_hosts h JOIN aggregates a ON a.id = h.aggregate_id AND a.deleted_at IS NULL
+    WHERE h.host = $1
 """
 
 
+class GroupPolicyViolation(Exception):
+    """The claim would break a server group's hard (anti-)affinity policy; ``str()`` says how."""
+
+
 async def claim(
-    conn: asyncpg.Connection, *, instance_id: str, host: str, vcpus: int, memory_mb: int, disk_gb: int
+    conn: asyncpg.Connection,
+    *,
+    instance_id: str,
+    host: str,
+    vcpus: int,
+    memory_mb: int,
+    disk_gb: int,
+    group_id: str | None = None,
 ) -> asyncpg.Record | None:
     """Claim resources on ``host`` for ``instance_id``: the node's new usage, or None when they do not fit.
 
     Idempotent: an instance that already holds an allocation gets that allocation's node back, whatever host
-    was asked for (a redelivered request must not claim twice).
+    was asked for (a redelivered request must not claim twice). With ``group_id`` the group's hard policy is
+    checked in the same transaction under a lock on the group row; a violation raises
+    ``GroupPolicyViolation`` (the caller's transaction must then roll back or move on to another host).
     """
     existing = await conn.fetchrow(
         "SELECT n.* FROM allocations a JOIN compute_nodes n ON n.id = a.compute_node_id WHERE a.instance_id = $1",
@@ -63,13 +96,18 @@ async def claim(
     )
     if existing is not None:
         return existing
+    if group_id is not None:
+        why = await server_groups.check_placement(conn, group_id, instance_id, host)
+        if why is not None:
+            raise GroupPolicyViolation(why)
     return await conn.fetchrow(
         f"""
-        WITH node AS (
+        WITH r AS ({_RATIOS}), node AS (
             UPDATE compute_nodes SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
                    local_gb_used = local_gb_used + $4, updated_at = now()
+            FROM r
             WHERE host = $1 AND {_FITS}
-            RETURNING *
+            RETURNING compute_nodes.*
         ), alloc AS (
             INSERT INTO allocations (instance_id, compute_node_id, vcpus, memory_mb, disk_gb)
             SELECT $5, id, $2, $3, $4 FROM node

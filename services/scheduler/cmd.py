@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from oslo_config import cfg
 
@@ -18,6 +19,7 @@ from services.scheduler.manager import SchedulerManager
 from services.scheduler.rpcapi import CAPACITY_EXCHANGE, ConductorAPI, SchedulerAPI
 
 NAME = "stratus-scheduler"
+LOG = logging.getLogger(__name__)
 
 
 async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service) -> None:
@@ -25,7 +27,8 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
     svc.on_close(db.close)
     client = transport.client()
     scheduler_api = SchedulerAPI(client)
-    manager = SchedulerManager(conf, db, HostView(conf.scheduler.service_down_time), ComputeAPI(client), scheduler_api)
+    view = HostView(conf.scheduler.service_down_time, conf.scheduler.build_failure_window)
+    manager = SchedulerManager(conf, db, view, ComputeAPI(client), scheduler_api)
     await manager.start()
     await transport.serve_fanout(CAPACITY_EXCHANGE, manager)
     await transport.serve(ConductorAPI.TOPIC, ConductorManager(conf, db, scheduler_api))
@@ -42,6 +45,16 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
 
     RequestContext.admin().bind()
     svc.spawn(heartbeat(), "heartbeat")
+
+    async def reload_aggregates() -> None:
+        while True:
+            await asyncio.sleep(conf.scheduler.aggregate_refresh_interval)
+            try:
+                await manager.refresh_aggregates(RequestContext.admin())
+            except Exception as e:  # the database is away: keep the last view, retry next round
+                LOG.warning("could not reload aggregates: %s", e)
+
+    svc.spawn(reload_aggregates(), "aggregate-refresher")
 
 
 def main() -> None:

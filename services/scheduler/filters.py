@@ -1,19 +1,29 @@
-"""Host filters: small classes, each able to say how many hosts it removed and why."""
+"""Host filters: small classes, each able to say how many hosts it removed and why.
+
+``[scheduler] enabled_filters`` names them in the order they run; ``load_filters`` builds that list. A filter
+whose ``applies(spec)`` is false for a request is skipped for it (no hint, no group, no image property...).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from oslo_config import cfg
 
 from services.scheduler.host_state import HostState, HostView
 
-__all__ = ["FILTERS", "BaseFilter", "run_filters"]
+__all__ = ["ALL_FILTERS", "FILTERS", "BaseFilter", "load_filters", "run_filters"]
 
 
 class BaseFilter:
-    name = "BaseFilter"
+    name: ClassVar[str] = "BaseFilter"
 
-    def __init__(self, view: HostView) -> None:
+    def __init__(self, view: HostView, conf: cfg.ConfigOpts | None = None) -> None:
         self.view = view
+        self.conf = conf
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return True
 
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         raise NotImplementedError
@@ -35,8 +45,11 @@ class ComputeFilter(BaseFilter):
 class RetryFilter(BaseFilter):
     name = "RetryFilter"
 
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return bool(spec.get("excluded_hosts"))
+
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
-        return host.host not in spec.get("excluded_hosts", ())
+        return host.host not in spec["excluded_hosts"]
 
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts already failed this build"
@@ -45,9 +58,11 @@ class RetryFilter(BaseFilter):
 class AvailabilityZoneFilter(BaseFilter):
     name = "AvailabilityZoneFilter"
 
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return bool(spec.get("availability_zone"))
+
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
-        az = spec.get("availability_zone")
-        return not az or host.availability_zone == az
+        return host.zone == spec["availability_zone"]
 
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts are not in availability zone {spec.get('availability_zone')!r}"
@@ -83,14 +98,188 @@ class DiskFilter(BaseFilter):
         return f"{removed} hosts lack {spec['flavor']['disk_gb']} GiB free disk"
 
 
-FILTERS: list[type[BaseFilter]] = [
-    ComputeFilter,
-    RetryFilter,
-    AvailabilityZoneFilter,
-    RamFilter,
-    CoreFilter,
-    DiskFilter,
-]
+_AGG_SCOPE = "aggregate_instance_extra_specs:"
+
+
+def _aggregate_specs(spec: dict[str, Any]) -> dict[str, str]:
+    """Flavor extra specs matched against aggregate metadata: the scoped ones and the unscoped ones (Nova)."""
+    out = {}
+    for key, value in (spec["flavor"].get("extra_specs") or {}).items():
+        if key.startswith(_AGG_SCOPE):
+            out[key[len(_AGG_SCOPE) :]] = str(value)
+        elif ":" not in key:
+            out[key] = str(value)
+    return out
+
+
+class AggregateInstanceExtraSpecsFilter(BaseFilter):
+    """A flavor extra spec ``k=v`` (or ``aggregate_instance_extra_specs:k=v``) needs an aggregate of the host
+    whose metadata has ``k=v`` (comma-separated alternatives in ``v`` are allowed)."""
+
+    name = "AggregateInstanceExtraSpecsFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return bool(_aggregate_specs(spec))
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        for key, wanted in _aggregate_specs(spec).items():
+            have = host.aggregate_metadata.get(key)
+            if not have or not ({w.strip() for w in wanted.split(",")} & have):
+                return False
+        return True
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        wants = ", ".join(f"{k}={v}" for k, v in sorted(_aggregate_specs(spec).items()))
+        return f"{removed} hosts are in no aggregate with metadata {wants}"
+
+
+# Image property -> how to read the host's value; both sides compared in lower case.
+_IMAGE_PROPS = {
+    "hw_architecture": lambda h: h.arch,
+    "architecture": lambda h: h.arch,
+    "img_hv_type": lambda h: h.hypervisor_type,
+    "hypervisor_type": lambda h: h.hypervisor_type,
+}
+
+
+def _image_wants(spec: dict[str, Any]) -> dict[str, str]:
+    props = (spec.get("image") or {}).get("properties") or {}
+    return {k: str(props[k]).lower() for k in _IMAGE_PROPS if props.get(k)}
+
+
+class ImagePropertiesFilter(BaseFilter):
+    """Image properties ``hw_architecture``/``architecture`` and ``img_hv_type``/``hypervisor_type``."""
+
+    name = "ImagePropertiesFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return bool(_image_wants(spec))
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        return all(_IMAGE_PROPS[k](host).lower() == v for k, v in _image_wants(spec).items())
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        wants = ", ".join(f"{k}={v}" for k, v in sorted(_image_wants(spec).items()))
+        return f"{removed} hosts do not match the image's {wants}"
+
+
+def _group(spec: dict[str, Any], policy: str) -> dict[str, Any] | None:
+    group = spec.get("group")
+    return group if group and group["policy"] == policy else None
+
+
+class ServerGroupAntiAffinityFilter(BaseFilter):
+    """Hard anti-affinity: at most ``max_server_per_host`` (rule, default 1) members per host."""
+
+    name = "ServerGroupAntiAffinityFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return _group(spec, "anti-affinity") is not None
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        group = spec["group"]
+        return group["hosts"].get(host.host, 0) < int(group["rules"].get("max_server_per_host", 1))
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        g = spec["group"]
+        limit = int(g["rules"].get("max_server_per_host", 1))
+        what = "a member" if limit == 1 else f"{limit} members"
+        return f"{removed} hosts already hold {what} of group {g['name']} (anti-affinity)"
+
+
+class ServerGroupAffinityFilter(BaseFilter):
+    """Hard affinity: once a member is placed, the others go to its host."""
+
+    name = "ServerGroupAffinityFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        group = _group(spec, "affinity")
+        return group is not None and bool(group["hosts"])
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        return host.host in spec["group"]["hosts"]
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        g = spec["group"]
+        return f"{removed} hosts do not hold the members of group {g['name']} (affinity: {', '.join(g['hosts'])})"
+
+
+class SameHostFilter(BaseFilter):
+    """Scheduler hint ``same_host``: a host holding one of the given instances."""
+
+    name = "SameHostFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return spec.get("same_host_hosts") is not None
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        return host.host in spec["same_host_hosts"]
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        return f"{removed} hosts hold none of the same_host instances"
+
+
+class DifferentHostFilter(BaseFilter):
+    """Scheduler hint ``different_host``: a host holding none of the given instances."""
+
+    name = "DifferentHostFilter"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return bool(spec.get("different_host_hosts"))
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        return host.host not in spec["different_host_hosts"]
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        return f"{removed} hosts hold one of the different_host instances"
+
+
+class BuildFailureFilter(BaseFilter):
+    """Leave out hosts with ``build_failure_threshold`` or more failed builds in ``build_failure_window``."""
+
+    name = "BuildFailureFilter"
+
+    @property
+    def threshold(self) -> int:
+        return self.conf.scheduler.build_failure_threshold if self.conf is not None else 0
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return self.threshold > 0 and bool(self.view._failures)
+
+    def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
+        return self.view.recent_failures(host.host) < self.threshold
+
+    def explain(self, removed: int, spec: dict[str, Any]) -> str:
+        return f"{removed} hosts failed {self.threshold}+ builds in the last {self.view.build_failure_window:.0f}s"
+
+
+ALL_FILTERS: dict[str, type[BaseFilter]] = {
+    cls.name: cls
+    for cls in (
+        ComputeFilter,
+        RetryFilter,
+        AvailabilityZoneFilter,
+        RamFilter,
+        CoreFilter,
+        DiskFilter,
+        AggregateInstanceExtraSpecsFilter,
+        ImagePropertiesFilter,
+        ServerGroupAntiAffinityFilter,
+        ServerGroupAffinityFilter,
+        SameHostFilter,
+        DifferentHostFilter,
+        BuildFailureFilter,
+    )
+}
+FILTERS: list[type[BaseFilter]] = list(ALL_FILTERS.values())
+
+
+def load_filters(names: list[str], view: HostView, conf: cfg.ConfigOpts | None = None) -> list[BaseFilter]:
+    """Instances of the named filters, in order. Raises ``ValueError`` naming an unknown filter."""
+    unknown = [n for n in names if n not in ALL_FILTERS]
+    if unknown:
+        raise ValueError(f"unknown scheduler filter(s) {unknown}; known: {', '.join(ALL_FILTERS)}")
+    return [ALL_FILTERS[n](view, conf) for n in names]
 
 
 def run_filters(
@@ -99,7 +288,10 @@ def run_filters(
     """Hosts that pass every filter, and one explanation per filter that removed any."""
     explanations = []
     for f in filters:
-        passed = [h for h in hosts if f.host_passes(h, spec)]
+        if not f.applies(spec):
+            continue
+        passes = f.host_passes
+        passed = [h for h in hosts if passes(h, spec)]
         removed = len(hosts) - len(passed)
         if removed:
             explanations.append(f"{f.name}: {f.explain(removed, spec)}")

@@ -1,8 +1,13 @@
-"""The scheduler's in-memory view of every compute host, fed by the ``capacity`` fanout and the DB."""
+"""The scheduler's in-memory view of every compute host, fed by the ``capacity`` fanout and the DB.
+
+Aggregates are folded into each host: metadata (for extra-spec matching), an availability zone that overrides
+the host's own, and allocation-ratio overrides that the claim statement applies too (lowest wins).
+"""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,21 +33,31 @@ class HostState:
     reserved_host_cpus: int = 0
     availability_zone: str = "nova"
     virt_type: str = "qemu"
+    hypervisor_type: str = "QEMU"
+    cpu_info: dict[str, Any] = field(default_factory=dict)
     disabled: bool = False
     last_seen: float = field(default_factory=time.monotonic)
+    # From aggregates (HostView.set_aggregates), never from reports.
+    aggregate_names: tuple[str, ...] = ()
+    aggregate_metadata: dict[str, set[str]] = field(default_factory=dict)
+    aggregate_az: str | None = None
+    ratio_overrides: dict[str, float] = field(default_factory=dict)
 
     # Limits exactly as the claim statement computes them (common/db/compute_nodes.py).
     @property
     def vcpus_limit(self) -> float:
-        return (self.vcpus - self.reserved_host_cpus) * self.cpu_allocation_ratio
+        ratio = self.ratio_overrides.get("cpu_allocation_ratio", self.cpu_allocation_ratio)
+        return (self.vcpus - self.reserved_host_cpus) * ratio
 
     @property
     def memory_mb_limit(self) -> float:
-        return (self.memory_mb - self.reserved_host_memory_mb) * self.ram_allocation_ratio
+        ratio = self.ratio_overrides.get("ram_allocation_ratio", self.ram_allocation_ratio)
+        return (self.memory_mb - self.reserved_host_memory_mb) * ratio
 
     @property
     def local_gb_limit(self) -> float:
-        return (self.local_gb - self.reserved_host_disk_gb) * self.disk_allocation_ratio
+        ratio = self.ratio_overrides.get("disk_allocation_ratio", self.disk_allocation_ratio)
+        return (self.local_gb - self.reserved_host_disk_gb) * ratio
 
     @property
     def free_vcpus(self) -> float:
@@ -56,21 +71,38 @@ class HostState:
     def free_disk_gb(self) -> float:
         return self.local_gb_limit - self.local_gb_used
 
+    @property
+    def zone(self) -> str:
+        """The effective availability zone: an aggregate's overrides the host's configured one."""
+        return self.aggregate_az or self.availability_zone
+
+    @property
+    def arch(self) -> str:
+        return str(self.cpu_info.get("arch") or "")
+
     def apply(self, data: Mapping[str, Any]) -> None:
-        for key, value in data.items():
-            if key in _FIELDS and key != "host" and value is not None:
+        for key in _REPORTED:
+            value = data.get(key)
+            if value is not None:
                 setattr(self, key, value)
 
 
-_FIELDS = set(HostState.__dataclass_fields__)
+_REPORTED = tuple(
+    f
+    for f in HostState.__dataclass_fields__
+    if f not in ("host", "last_seen", "aggregate_names", "aggregate_metadata", "aggregate_az", "ratio_overrides")
+)
 
 
 class HostView:
     """Hosts by name. Reports refresh a host; claims this scheduler won update it at once."""
 
-    def __init__(self, service_down_time: float) -> None:
+    def __init__(self, service_down_time: float, build_failure_window: float = 600.0) -> None:
         self.service_down_time = service_down_time
+        self.build_failure_window = build_failure_window
         self.hosts: dict[str, HostState] = {}
+        self._aggregates: list[Mapping[str, Any]] = []
+        self._failures: dict[str, deque[float]] = {}
 
     def bootstrap(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Seed from compute_nodes rows at start; hosts count as seen when their last report was recent."""
@@ -80,6 +112,8 @@ class HostView:
             state.apply(row)
             if row.get("last_report_at") is not None:
                 state.last_seen = now - max(0.0, now_wall - row["last_report_at"].timestamp())
+            else:
+                state.last_seen = now - self.service_down_time - 1
 
     def update(self, report: Mapping[str, Any]) -> HostState:
         state = self._get_or_create(report)
@@ -97,6 +131,48 @@ class HostView:
     def is_up(self, state: HostState) -> bool:
         return time.monotonic() - state.last_seen <= self.service_down_time
 
+    # ----- aggregates ------------------------------------------------------------------------------------------
+
+    def set_aggregates(self, aggregates: Iterable[Mapping[str, Any]]) -> None:
+        """Replace what every host knows of its aggregates (rows of ``common.db.aggregates.list_``)."""
+        self._aggregates = list(aggregates)
+        for state in self.hosts.values():
+            self._fold(state)
+
+    def _fold(self, state: HostState) -> None:
+        names: list[str] = []
+        meta: dict[str, set[str]] = {}
+        az = None
+        ratios: dict[str, float] = {}
+        for agg in self._aggregates:
+            if state.host not in agg["hosts"]:
+                continue
+            names.append(agg["name"])
+            az = az or agg["availability_zone"]
+            for k, v in (agg["metadata"] or {}).items():
+                meta.setdefault(k, set()).add(str(v))
+                if k.endswith("_allocation_ratio"):
+                    try:
+                        ratios[k] = min(ratios.get(k, float("inf")), float(v))
+                    except ValueError:
+                        pass
+        state.aggregate_names, state.aggregate_metadata = tuple(names), meta
+        state.aggregate_az, state.ratio_overrides = az, ratios
+
+    # ----- build failures (from the cause chains of reschedules this scheduler sees) ---------------------------
+
+    def build_failed(self, host: str, at: float | None = None) -> None:
+        self._failures.setdefault(host, deque(maxlen=100)).append(time.monotonic() if at is None else at)
+
+    def recent_failures(self, host: str) -> int:
+        q = self._failures.get(host)
+        if not q:
+            return 0
+        horizon = time.monotonic() - self.build_failure_window
+        while q and q[0] < horizon:
+            q.popleft()
+        return len(q)
+
     def _get_or_create(self, data: Mapping[str, Any]) -> HostState:
         state = self.hosts.get(data["host"])
         if state is None:
@@ -104,4 +180,5 @@ class HostView:
                 host=data["host"], vcpus=data["vcpus"], memory_mb=data["memory_mb"], local_gb=data["local_gb"]
             )
             self.hosts[data["host"]] = state
+            self._fold(state)
         return state

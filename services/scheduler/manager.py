@@ -1,8 +1,9 @@
 """The scheduler: filter and weigh hosts from the in-memory view, claim exactly in the DB, cast the build.
 
-Phases of ``build_instances`` (named in events and faults): ``check`` (the instance still wants scheduling),
-``filter`` (in memory), ``claim`` (one conditional statement per candidate; a lost race moves on), ``cast``.
-Parallel schedulers are safe because the claim is decided by PostgreSQL, never by the in-memory view.
+Phases of ``build_instances`` (named in events and faults): ``prepare`` (the instance still wants scheduling;
+its group and hints are read), ``filter`` and ``weigh`` (in memory), ``claim`` (one conditional statement per
+candidate, plus the group guard; a lost race moves on), ``cast``. Parallel schedulers are safe because the
+claim is decided by PostgreSQL, never by the in-memory view.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -17,20 +20,28 @@ from oslo_config import cfg
 
 from common import exceptions, objects
 from common.context import RequestContext
-from common.db import actions, compute_nodes, instances
+from common.db import actions, aggregates, compute_nodes, instances, server_groups
 from common.db.instances import TaskState, VmState
 from common.db.pool import Database
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler.faults import record_build_failure, set_error
-from services.scheduler.filters import FILTERS, run_filters
+from services.scheduler.filters import load_filters, run_filters
 from services.scheduler.host_state import HostView
 from services.scheduler.rpcapi import SchedulerAPI
-from services.scheduler.weighers import weigh
+from services.scheduler.weighers import load_weighers, weigh
 
 __all__ = ["SchedulerManager"]
 
 LOG = logging.getLogger(__name__)
 EVENT = "scheduler_select_destination"
+
+
+@dataclass
+class _Prepared:
+    row: asyncpg.Record
+    allocation: asyncpg.Record | None
+    spec: dict[str, Any]
+    lost: list[str] = field(default_factory=list)
 
 
 class SchedulerManager:
@@ -44,7 +55,8 @@ class SchedulerManager:
         self.view = view
         self.compute = compute
         self.scheduler = scheduler
-        self.filters = [cls(view) for cls in FILTERS]
+        self.filters = load_filters(conf.scheduler.enabled_filters, view, conf)
+        self.weighers = load_weighers(conf.scheduler.weighers, view, conf)
         self.lost_races = 0
         self.decisions = 0
         self._persisted: dict[str, tuple[float, tuple]] = {}
@@ -53,7 +65,13 @@ class SchedulerManager:
         """Seed the host view from the DB, so a restarted scheduler places at once."""
         rows = await self.db.run(compute_nodes.list_nodes)
         self.view.bootstrap([dict(r) for r in rows])
+        await self.refresh_aggregates(RequestContext.admin())
         LOG.info("host view bootstrapped with %d hosts", len(rows))
+
+    async def refresh_aggregates(self, ctx: RequestContext) -> None:
+        """Reload host aggregates (periodically, and when the API announces a change on the fanout)."""
+        rows = await self.db.run(aggregates.list_)
+        self.view.set_aggregates([dict(r) for r in rows])
 
     # ----- capacity fanout ---------------------------------------------------------------------------------------
 
@@ -82,96 +100,175 @@ class SchedulerManager:
 
     # ----- scheduling -------------------------------------------------------------------------------------------
 
-    async def build_instances(self, ctx: RequestContext, request_spec: dict[str, Any]) -> None:
-        """Place one instance. Idempotent: a redelivered request for an instance that moved on is dropped."""
-        instance_id = request_spec["instance_id"]
-        row = await self.db.run(lambda c: instances.get(c, instance_id))
-        if row is None or row["task_state"] != TaskState.SCHEDULING or row["vm_state"] != VmState.BUILDING:
+    async def build_instances(
+        self,
+        ctx: RequestContext,
+        request_spec: dict[str, Any] | None = None,
+        request_specs: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Place one instance (``request_spec``) or a multi-create batch (``request_specs``), one after the other
+        so each placement sees the claims before it (a batch in an anti-affinity group spreads).
+
+        Idempotent: a redelivered request for an instance that moved on is dropped; one that holds a claim
+        already is cast to that host again.
+        """
+        specs = request_specs if request_specs is not None else [request_spec] if request_spec else []
+        for spec in specs:
+            try:
+                await self._schedule_one(ctx, spec)
+            except Exception:
+                # One instance's trouble must not starve the rest of its batch; its own state tells the story.
+                if len(specs) == 1:
+                    raise
+                LOG.exception("scheduling %s failed", spec.get("instance_id"))
+
+    async def _schedule_one(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
+        consumed_at = time.time()
+        started = datetime.now(UTC)
+        instance_id = spec["instance_id"]
+        attempt = spec.get("attempt", 1)
+        for f in spec.get("failures") or []:
+            if f.get("attempt") == attempt - 1 and f.get("host"):
+                self.view.build_failed(f["host"])  # the newest failure of this build, counted once
+        prep = await self.db.run(lambda c: self._prepare(c, spec))
+        if prep is None:
             LOG.info("instance %s no longer waits for scheduling; dropping the request", instance_id)
             return
-        await self._event(ctx, instance_id, "start")
-        allocation = await self.db.run(lambda c: compute_nodes.get_allocation(c, instance_id))
-        if allocation is not None:  # redelivered after a claim whose cast may not have gone out
-            host = allocation["host"]
+        spec = prep.spec
+        if prep.allocation is not None:  # redelivered after a claim whose cast may not have gone out
+            host, row, lost = prep.allocation["host"], prep.row, 0
         else:
-            hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), request_spec)
+            hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
             if not hosts:
-                await self._no_host(ctx, request_spec, explanations)
+                await self._no_host(ctx, spec, explanations, started)
                 return
-            host = await self._claim_first(ctx, request_spec, weigh(hosts, request_spec))
-            if host is None:
-                await self._no_host(ctx, request_spec, [*explanations, "claims lost to concurrent requests"])
+            claimed = await self._claim_first(ctx, spec, weigh(hosts, spec, self.weighers), started)
+            if claimed is None:
                 return
-        instance = await self.db.run(lambda c: instances.get(c, instance_id))
-        if instance is None:  # deleted meanwhile: give the claim back
-            await self.db.run(lambda c: compute_nodes.release(c, instance_id))
+            host, row, lost = claimed
+        if row is None:
             return
+        spec = {**spec, "scheduling": {"scheduler": self.conf.host, "consumed_at": consumed_at, "lost_races": lost}}
         try:
-            await self.compute.build_and_run_instance(
-                ctx, host, objects.instance_to_wire(instance), request_spec, request_spec.get("attempt", 1)
-            )
+            await self.compute.build_and_run_instance(ctx, host, objects.instance_to_wire(row), spec, attempt)
         except exceptions.StratusError as e:
             # Nobody consumes compute.<host> (service never started there) or the broker refused: that host
             # fails this attempt, the build moves on.
             LOG.warning("cast to compute.%s failed: %s", host, e.message)
             await record_build_failure(
                 self.conf, self.db, self.scheduler, ctx,
-                instance_id=instance_id, host=host, attempt=request_spec.get("attempt", 1),
+                instance_id=instance_id, host=host, attempt=attempt,
                 reason=f"compute.{host} unreachable: {e.message}", step="cast",
             )  # fmt: skip
             return
         self.decisions += 1
-        await self._event(ctx, instance_id, "Success", f"chose host {host} (attempt {request_spec.get('attempt', 1)})")
 
-    async def _claim_first(self, ctx: RequestContext, spec: dict[str, Any], ranked: list) -> str | None:
-        """Claim on a random pick among the best ``host_subset_size``, then the rest in order."""
+    async def _prepare(self, conn: asyncpg.Connection, spec: dict[str, Any]) -> _Prepared | None:
+        """Read-only phase: is the instance still waiting; its claim if any; its group and hints resolved."""
+        row = await instances.get(conn, spec["instance_id"])
+        if row is None or row["task_state"] != TaskState.SCHEDULING or row["vm_state"] != VmState.BUILDING:
+            return None
+        allocation = await compute_nodes.get_allocation(conn, spec["instance_id"])
+        hints = row.get("scheduler_hints") or {}
+        spec = dict(spec)
+        if hints.get("group"):
+            group = await server_groups.get(conn, hints["group"])
+            if group is not None:
+                spec["group"] = {
+                    "id": group["id"],
+                    "name": group["name"],
+                    "policy": group["policy"],
+                    "rules": group["rules"] or {},
+                    "hosts": await server_groups.member_hosts(conn, group["id"], spec["instance_id"]),
+                }
+        for hint in ("same_host", "different_host"):
+            ids = hints.get(hint)
+            if ids:
+                found = await conn.fetch(
+                    "SELECT DISTINCT n.host FROM allocations a JOIN compute_nodes n ON n.id = a.compute_node_id"
+                    " WHERE a.instance_id = ANY($1)",
+                    list(ids),
+                )
+                spec[f"{hint}_hosts"] = {r["host"] for r in found}
+        return _Prepared(row, allocation, spec)
+
+    async def _claim_first(
+        self, ctx: RequestContext, spec: dict[str, Any], ranked: list, started: datetime
+    ) -> tuple[str, asyncpg.Record | None, int] | None:
+        """Claim on a random pick among the best ``host_subset_size``, then the rest in order.
+
+        Returns (host, updated instance row or None when it vanished, lost races) or None after recording the
+        no-host fault.
+        """
         k = min(self.conf.scheduler.host_subset_size, len(ranked))
         head = ranked[:k]
         random.shuffle(head)
         flavor = spec["flavor"]
         instance_id = spec["instance_id"]
+        attempt = spec.get("attempt", 1)
+        group_id = spec["group"]["id"] if spec.get("group") else None
+        lost, group_refusals = 0, []
         for candidate in [*head, *ranked[k:]]:
 
-            async def claim(conn: asyncpg.Connection, host: str = candidate.host) -> asyncpg.Record | None:
+            async def claim(conn: asyncpg.Connection, host: str = candidate.host, lost: int = lost) -> tuple | None:
                 node = await compute_nodes.claim(
-                    conn,
-                    instance_id=instance_id,
-                    host=host,
-                    vcpus=flavor["vcpus"],
-                    memory_mb=flavor["ram_mb"],
-                    disk_gb=flavor["disk_gb"],
-                )
+                    conn, instance_id=instance_id, host=host, vcpus=flavor["vcpus"],
+                    memory_mb=flavor["ram_mb"], disk_gb=flavor["disk_gb"], group_id=group_id,
+                )  # fmt: skip
                 if node is None:
                     return None
                 updated = await instances.update(
                     conn,
                     instance_id,
-                    {
-                        "host": node["host"],
-                        "node": node["hypervisor_hostname"],
-                        "task_state": TaskState.NETWORKING,
-                        "attempt": spec.get("attempt", 1),
-                    },
+                    {"host": node["host"], "node": node["hypervisor_hostname"], "task_state": TaskState.NETWORKING,
+                     "attempt": attempt},
                     expected_task_state=[TaskState.SCHEDULING],
-                )
+                )  # fmt: skip
                 if updated is None:  # deleted or moved on meanwhile: roll the claim back
                     raise _Abandon()
-                return node
+                details = f"chose host {node['host']} (attempt {attempt}" + (
+                    f", after {lost} lost claim race(s))" if lost else ")"
+                )
+                for result, at in (("start", started), ("Success", None)):
+                    await actions.add_event(
+                        conn, instance_id=instance_id, request_id=ctx.request_id, event=EVENT, result=result,
+                        host=self.conf.host, details=details if at is None else None, at=at,
+                    )  # fmt: skip
+                return node, updated
 
             try:
-                node = await self.db.run(claim)
+                won = await self.db.run(claim)
             except _Abandon:
                 return None
-            if node is not None:
+            except compute_nodes.GroupPolicyViolation as e:
+                group_refusals.append(str(e))
+                won = None
+            if won is not None:
+                node, updated = won
                 self.view.claimed(dict(node))
-                return node["host"]
+                return node["host"], updated, lost
+            lost += 1
             self.lost_races += 1
             LOG.info("claim on %s lost for %s; trying the next host", candidate.host, instance_id)
+        why = [f"{len(ranked)} hosts passed the filters but every claim lost (to concurrent requests or their "
+               f"limits changed)"]  # fmt: skip
+        if group_refusals:
+            why.append(f"server group guard: {group_refusals[0]}")
+        await self._no_host(ctx, spec, why, started)
         return None
 
-    async def _no_host(self, ctx: RequestContext, spec: dict[str, Any], explanations: list[str]) -> None:
+    async def _no_host(
+        self, ctx: RequestContext, spec: dict[str, Any], explanations: list[str], started: datetime
+    ) -> None:
         flavor = spec["flavor"]
         needs = f"{flavor['vcpus']} vCPU, {flavor['ram_mb']} MiB RAM, {flavor['disk_gb']} GiB disk"
+        extra = []
+        if spec.get("availability_zone"):
+            extra.append(f"availability zone {spec['availability_zone']}")
+        if spec.get("group"):
+            extra.append(f"server group {spec['group']['name']} ({spec['group']['policy']})")
+        if extra:
+            needs += ", " + ", ".join(extra)
         total = len(self.view.hosts)
         message = f"No valid host was found for {needs} among {total} hosts. " + (
             "; ".join(explanations) if explanations else "No compute host has reported capacity yet."
@@ -182,10 +279,13 @@ class SchedulerManager:
                 f"attempt {f['attempt']} on {f['host']} failed at {f['step']}: {f['reason']}" for f in failures
             )
         LOG.warning("instance %s: %s", spec["instance_id"], message)
-        await set_error(self.db, ctx, spec["instance_id"], message, code=500, host=None)
+        await self._event(ctx, spec["instance_id"], "start", at=started)
         await self._event(ctx, spec["instance_id"], "Error", message)
+        await set_error(self.db, ctx, spec["instance_id"], message, code=500, host=None)
 
-    async def _event(self, ctx: RequestContext, instance_id: str, result: str, details: str | None = None) -> None:
+    async def _event(
+        self, ctx: RequestContext, instance_id: str, result: str, details: str | None = None, at: datetime | None = None
+    ) -> None:
         """An event of this scheduler (its host); which compute host it chose is in ``details``."""
         await self.db.run(
             lambda c: actions.add_event(
@@ -196,6 +296,7 @@ class SchedulerManager:
                 result=result,
                 host=self.conf.host,
                 details=details,
+                at=at,
             )
         )
 

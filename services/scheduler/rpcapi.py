@@ -29,6 +29,14 @@ class SchedulerAPI:
     async def build_instances(self, ctx: RequestContext, request_spec: dict[str, Any]) -> None:
         await self.client.cast(self.TOPIC, "build_instances", ctx, request_spec=request_spec)
 
+    async def build_instances_batch(self, ctx: RequestContext, request_specs: list[dict[str, Any]]) -> None:
+        """A multi-create batch, placed by one scheduler in order (each placement sees the ones before)."""
+        await self.client.cast(self.TOPIC, "build_instances", ctx, request_specs=request_specs)
+
+    async def refresh_aggregates(self, ctx: RequestContext) -> None:
+        """Tell every scheduler (on the capacity fanout) to reload host aggregates now."""
+        await self.client.fanout(CAPACITY_EXCHANGE, "refresh_aggregates", ctx)
+
 
 class ConductorAPI:
     """What computes may change in the database, over RPC (they hold no database credentials)."""

@@ -1,22 +1,146 @@
-"""Host weighers: higher is better. Spreading by free RAM is the default, as in Nova."""
+"""Host weighers: higher is better. Each weigher's raw values are normalised to 0..1 across the candidate
+hosts and multiplied by its ``*_weight_multiplier`` (positive spreads, negative packs), as in Nova.
+
+``[scheduler] weighers`` names the enabled ones; a weigher whose multiplier is 0 or that does not apply to a
+request (no soft group, no failures) costs nothing.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from services.scheduler.host_state import HostState
+from oslo_config import cfg
 
-__all__ = ["weigh"]
+from services.scheduler.host_state import HostState, HostView
+
+__all__ = ["ALL_WEIGHERS", "BaseWeigher", "load_weighers", "weigh"]
 
 
-def weigh(hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
-    """Hosts best first: most free RAM (normalised), then most free vCPUs, then fewest instances."""
+class BaseWeigher:
+    name: ClassVar[str] = "BaseWeigher"
+    option: ClassVar[str] = ""
+    default_multiplier: ClassVar[float] = 1.0
+
+    def __init__(self, view: HostView, conf: cfg.ConfigOpts | None = None) -> None:
+        self.view = view
+        self.multiplier = getattr(conf.scheduler, self.option) if conf is not None else self.default_multiplier
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return self.multiplier != 0
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+
+class RAMWeigher(BaseWeigher):
+    name, option = "RAMWeigher", "ram_weight_multiplier"
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return host.free_memory_mb
+
+
+class CPUWeigher(BaseWeigher):
+    name, option = "CPUWeigher", "cpu_weight_multiplier"
+    default_multiplier = 0.5
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return host.free_vcpus
+
+
+class DiskWeigher(BaseWeigher):
+    name, option = "DiskWeigher", "disk_weight_multiplier"
+    default_multiplier = 0.0
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return host.free_disk_gb
+
+
+class NumInstancesWeigher(BaseWeigher):
+    """More instances weigh more: a negative multiplier prefers emptier hosts."""
+
+    name, option = "NumInstancesWeigher", "num_instances_weight_multiplier"
+    default_multiplier = -0.1
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return host.running_vms
+
+
+def _soft_group(spec: dict[str, Any], policy: str) -> bool:
+    group = spec.get("group")
+    return bool(group and group["policy"] == policy and group["hosts"])
+
+
+class ServerGroupSoftAffinityWeigher(BaseWeigher):
+    name, option = "ServerGroupSoftAffinityWeigher", "soft_affinity_weight_multiplier"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return self.multiplier != 0 and _soft_group(spec, "soft-affinity")
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return spec["group"]["hosts"].get(host.host, 0)
+
+
+class ServerGroupSoftAntiAffinityWeigher(BaseWeigher):
+    name, option = "ServerGroupSoftAntiAffinityWeigher", "soft_anti_affinity_weight_multiplier"
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return self.multiplier != 0 and _soft_group(spec, "soft-anti-affinity")
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return -spec["group"]["hosts"].get(host.host, 0)
+
+
+class BuildFailureWeigher(BaseWeigher):
+    """Hosts that failed builds recently sink (Nova's default multiplier makes this dominate)."""
+
+    name, option = "BuildFailureWeigher", "build_failure_weight_multiplier"
+    default_multiplier = 1000000.0
+
+    def applies(self, spec: dict[str, Any]) -> bool:
+        return self.multiplier != 0 and bool(self.view._failures)
+
+    def raw(self, host: HostState, spec: dict[str, Any]) -> float:
+        return -self.view.recent_failures(host.host)
+
+
+ALL_WEIGHERS: dict[str, type[BaseWeigher]] = {
+    cls.name: cls
+    for cls in (
+        RAMWeigher,
+        CPUWeigher,
+        DiskWeigher,
+        NumInstancesWeigher,
+        ServerGroupSoftAffinityWeigher,
+        ServerGroupSoftAntiAffinityWeigher,
+        BuildFailureWeigher,
+    )
+}
+
+
+def load_weighers(names: list[str], view: HostView, conf: cfg.ConfigOpts | None = None) -> list[BaseWeigher]:
+    unknown = [n for n in names if n not in ALL_WEIGHERS]
+    if unknown:
+        raise ValueError(f"unknown scheduler weigher(s) {unknown}; known: {', '.join(ALL_WEIGHERS)}")
+    return [ALL_WEIGHERS[n](view, conf) for n in names]
+
+
+def weigh(hosts: list[HostState], spec: dict[str, Any], weighers: list[BaseWeigher] | None = None) -> list[HostState]:
+    """Hosts best first. Without ``weighers``: every weigher at its default multiplier."""
     if not hosts:
         return []
-    max_ram = max(h.free_memory_mb for h in hosts) or 1
-    max_cpu = max(h.free_vcpus for h in hosts) or 1
-    return sorted(
-        hosts,
-        key=lambda h: (h.free_memory_mb / max_ram + 0.5 * h.free_vcpus / max_cpu, -h.running_vms),
-        reverse=True,
-    )
+    if weighers is None:
+        weighers = [cls(HostView(0)) for cls in ALL_WEIGHERS.values()]
+    totals = [0.0] * len(hosts)
+    for w in weighers:
+        if not w.applies(spec):
+            continue
+        raw = w.raw
+        values = [raw(h, spec) for h in hosts]
+        lo, hi = min(values), max(values)
+        if hi == lo:
+            continue
+        scale = w.multiplier / (hi - lo)
+        for i, v in enumerate(values):
+            totals[i] += (v - lo) * scale
+    order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
+    return [hosts[i] for i in order]

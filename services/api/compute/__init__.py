@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.app import CONF, public
-from services.api.compute import flavors, infra, keypairs, server_actions, servers
+from services.api.compute import aggregates, flavors, infra, keypairs, server_actions, server_groups, servers
 from services.api.compute.microversion import negotiated, version_doc
 from services.api.compute.wire import instance_to_wire
 
@@ -64,7 +64,16 @@ ROUTES = [
     ("GET", "/os-hypervisors/{hypervisor_id}", infra.show_hypervisor),
     ("GET", "/os-hypervisors/{hypervisor_id}/uptime", infra.hypervisor_uptime),
     ("GET", "/os-services", infra.list_services),
-    ("GET", "/os-aggregates", infra.list_aggregates),
+    ("GET", "/os-aggregates", aggregates.list_aggregates),
+    ("POST", "/os-aggregates", aggregates.create_aggregate),
+    ("GET", "/os-aggregates/{aggregate_id}", aggregates.show_aggregate),
+    ("PUT", "/os-aggregates/{aggregate_id}", aggregates.update_aggregate),
+    ("DELETE", "/os-aggregates/{aggregate_id}", aggregates.delete_aggregate),
+    ("POST", "/os-aggregates/{aggregate_id}/action", aggregates.aggregate_action),
+    ("GET", "/os-server-groups", server_groups.list_server_groups),
+    ("POST", "/os-server-groups", server_groups.create_server_group),
+    ("GET", "/os-server-groups/{group_id}", server_groups.show_server_group),
+    ("DELETE", "/os-server-groups/{group_id}", server_groups.delete_server_group),
 ]
 
 

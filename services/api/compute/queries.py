@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from common.db.aggregates import AGGREGATE_ZONE
+
 __all__ = [
     "addresses_for",
     "get_port",
@@ -55,8 +57,12 @@ async def visible_networks(conn: asyncpg.Connection, project_id: str) -> list[as
 
 
 async def host_zones(conn: asyncpg.Connection, hosts: Sequence[str]) -> dict[str, str]:
-    """The availability zone of each of these compute hosts."""
-    rows = await conn.fetch("SELECT host, availability_zone FROM compute_nodes WHERE host = ANY($1)", list(hosts))
+    """The availability zone of each of these compute hosts (an aggregate's zone overrides the host's own)."""
+    rows = await conn.fetch(
+        f"SELECT host, COALESCE({AGGREGATE_ZONE}, availability_zone) AS availability_zone FROM compute_nodes n"
+        " WHERE host = ANY($1)",
+        list(hosts),
+    )
     return {r["host"]: r["availability_zone"] for r in rows}
 
 
@@ -84,10 +90,12 @@ async def project_usage(conn: asyncpg.Connection, project_id: str) -> asyncpg.Re
     )
 
 
-async def node_states(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Compute nodes with their report age and the matching compute service's row, if any."""
-    return await conn.fetch(
-        "SELECT n.*, EXTRACT(EPOCH FROM now() - n.last_report_at)::float AS report_age,"
+async def node_states(conn: asyncpg.Connection) -> list[dict]:
+    """Compute nodes with their report age and the matching compute service's row, if any; the availability
+    zone is the effective one (an aggregate's overrides the host's own)."""
+    rows = await conn.fetch(
+        f"SELECT n.*, {AGGREGATE_ZONE} AS aggregate_zone,"
+        " EXTRACT(EPOCH FROM now() - n.last_report_at)::float AS report_age,"
         " s.id AS service_id, s.disabled, s.disabled_reason,"
         " EXTRACT(EPOCH FROM now() - s.last_seen_at)::float AS service_age"
         " FROM compute_nodes n LEFT JOIN LATERAL ("
@@ -95,3 +103,4 @@ async def node_states(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         "   ORDER BY last_seen_at DESC LIMIT 1"
         " ) s ON true ORDER BY n.host"
     )
+    return [{**r, "availability_zone": r["aggregate_zone"] or r["availability_zone"]} for r in rows]

@@ -50,6 +50,22 @@ _BDM = {
     "additionalProperties": False,
 }
 
+_UUID = {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+}
+_INSTANCE_IDS = {"oneOf": [_UUID, {"type": "array", "items": _UUID, "minItems": 1, "maxItems": 100}]}
+# The hints Stratus' filters read; anything else is refused rather than silently ignored.
+_SCHEDULER_HINTS = {
+    "type": "object",
+    "properties": {
+        "group": _UUID,
+        "same_host": _INSTANCE_IDS,
+        "different_host": _INSTANCE_IDS,
+    },
+    "additionalProperties": False,
+}
+
 SERVER_CREATE: dict[str, Any] = {
     "type": "object",
     "required": ["server"],
@@ -90,8 +106,8 @@ SERVER_CREATE: dict[str, Any] = {
             },
             "additionalProperties": False,
         },
-        "os:scheduler_hints": {"type": "object", "maxProperties": 0},
-        "OS-SCH-HNT:scheduler_hints": {"type": "object", "maxProperties": 0},
+        "os:scheduler_hints": _SCHEDULER_HINTS,
+        "OS-SCH-HNT:scheduler_hints": _SCHEDULER_HINTS,
     },
     "additionalProperties": False,
 }

@@ -29,6 +29,7 @@ from common.db import actions, compute_nodes, instances
 from common.db import flavors as flavors_db
 from common.db import images as images_db
 from common.db import keypairs as keypairs_db
+from common.db import server_groups as server_groups_db
 from common.db.instances import TaskState, VmState
 from services.api.app import CONF, DB, RPC, ctx, paginate
 from services.api.compute import queries, schemas
@@ -83,6 +84,7 @@ class BootRequest:
     availability_zone: str | None = None
     access_ip_v4: str | None = None
     return_reservation_id: bool = False
+    scheduler_hints: dict[str, Any] = field(default_factory=dict)
 
 
 def _ref_id(ref: str | int) -> str:
@@ -169,7 +171,17 @@ def parse_boot_request(body: Mapping[str, Any], max_servers: int) -> BootRequest
         availability_zone=az,
         access_ip_v4=access_ip,
         return_reservation_id=_truthy(s.get("return_reservation_id", False)),
+        scheduler_hints=_scheduler_hints(body),
     )
+
+
+def _scheduler_hints(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``os:scheduler_hints`` (or its old alias), instance-id hints as lists."""
+    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
+    for key in ("same_host", "different_host"):
+        if isinstance(hints.get(key), str):
+            hints[key] = [hints[key]]
+    return hints
 
 
 _HOSTNAME_BAD = re.compile(r"[^\w.-]+", re.ASCII)
@@ -292,12 +304,27 @@ async def _networks(
 async def _availability_zone(conn: asyncpg.Connection, az: str | None) -> None:
     if az is None:
         return
-    zones = {n["availability_zone"] for n in await compute_nodes.list_nodes(conn)}
+    hosts = [n["host"] for n in await compute_nodes.list_nodes(conn)]
+    zones = set((await queries.host_zones(conn, hosts)).values())
     if az not in zones:
         raise exceptions.BadRequest(
             f"The requested availability zone {az!r} is not available (zones with compute hosts: "
             f"{', '.join(sorted(zones)) or 'none'})."
         )
+
+
+async def _check_hints(conn: asyncpg.Connection, c: RequestContext, hints: Mapping[str, Any]) -> None:
+    """The group and the instances named in hints must exist and be the caller's (400 otherwise)."""
+    group_id = hints.get("group")
+    if group_id is not None:
+        group = await server_groups_db.get(conn, group_id)
+        if group is None or (group["project_id"] != c.project_id and not c.is_admin):
+            raise exceptions.BadRequest(f"Invalid scheduler hint group: server group {group_id} not found.")
+    for key in ("same_host", "different_host"):
+        for iid in hints.get(key, ()):
+            row = await instances.get(conn, iid)
+            if row is None or (row["project_id"] != c.project_id and not c.is_admin):
+                raise exceptions.BadRequest(f"Invalid scheduler hint {key}: server {iid} not found.")
 
 
 def request_spec(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,6 +366,7 @@ async def create_server(request: web.Request) -> web.Response:
                 raise exceptions.BadRequest(f"Invalid key_name provided: {boot.key_name!r} is not one of your keys.")
             key_data = key["public_key"]
         await _availability_zone(conn, boot.availability_zone)
+        await _check_hints(conn, c, boot.scheduler_hints)
         reservation_id = "r-" + secrets.token_hex(4)
         rows = []
         for index in range(boot.max_count):
@@ -367,8 +395,11 @@ async def create_server(request: web.Request) -> web.Response:
                     "reservation_id": reservation_id,
                     "launch_index": index,
                     "access_ip_v4": boot.access_ip_v4,
+                    "scheduler_hints": boot.scheduler_hints,
                 },
             )
+            if boot.scheduler_hints.get("group"):
+                await server_groups_db.add_member(conn, boot.scheduler_hints["group"], iid)
             await actions.start_action(
                 conn,
                 instance_id=iid,
@@ -382,9 +413,13 @@ async def create_server(request: web.Request) -> web.Response:
 
     rows = await request.app[DB].run(work)
     scheduler = SchedulerAPI(request.app[RPC])
-    results = await asyncio.gather(
-        *(scheduler.build_instances(c, request_spec(row)) for row in rows), return_exceptions=True
-    )
+    if len(rows) == 1:
+        results = await asyncio.gather(scheduler.build_instances(c, request_spec(rows[0])), return_exceptions=True)
+    else:  # a multi-create batch is placed together, by one scheduler, in launch order
+        results = await asyncio.gather(
+            scheduler.build_instances_batch(c, [request_spec(r) for r in rows]), return_exceptions=True
+        )
+        results = results * len(rows)
     failed = [(row, err) for row, err in zip(rows, results, strict=True) if isinstance(err, BaseException)]
     if failed:
         await _fail_unscheduled(request, c, failed)
