@@ -13,6 +13,7 @@ from common import config, log
 from common.db.pool import Database
 from common.rpc import Transport
 from common.rpc.server import serve_topic
+from services.network import dhcp
 from services.network.manager import NetworkManager
 from services.network.rpcapi import NetworkAPI
 
@@ -44,9 +45,16 @@ async def serve(conf: cfg.ConfigOpts, stop: asyncio.Event | None = None) -> None
     try:
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
+        agent = None
+        if conf.network.serve_dhcp:
+            # DHCP first: it serves guests that exist already, whatever happens to the broker.
+            agent = dhcp.DhcpAgent(conf, db, list(conf.config_file))
+            await agent.start()
         dispatcher = await serve_topic(transport, NetworkAPI.TOPIC, NetworkManager(conf, db))
         LOG.info("serving topic %r on broker node %s", NetworkAPI.TOPIC, transport.broker_node)
         await stop.wait()
+        if agent is not None:
+            await agent.stop()  # dnsmasq and the metadata servers keep serving through the restart
         LOG.info("stopping: letting %d in-flight call(s) finish", len(dispatcher.inflight))
         if dispatcher.inflight:
             await asyncio.wait(list(dispatcher.inflight), timeout=DRAIN_SECONDS)
@@ -60,8 +68,15 @@ async def serve(conf: cfg.ConfigOpts, stop: asyncio.Event | None = None) -> None
 
 
 def main() -> None:
-    conf = config.parse_args(sys.argv[1:], prog=SERVICE)
+    argv = sys.argv[1:]
+    teardown = "--teardown" in argv
+    conf = config.parse_args([a for a in argv if a != "--teardown"], prog=SERVICE)
     log.setup(conf, SERVICE)
+    if teardown:
+        # Decommission this network node: every dnsmasq, metadata server, namespace and empty bridge it runs.
+        done = asyncio.run(dhcp.teardown_all(conf.state_path))
+        LOG.info("tore down DHCP/DNS/metadata of %d network(s): %s", len(done), ", ".join(done) or "none")
+        return
     asyncio.run(serve(conf))
 
 

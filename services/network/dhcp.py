@@ -1,0 +1,411 @@
+"""DHCP, DNS and metadata per network on the network node: a namespace, a veth into the bridge, dnsmasq, a
+metadata server.
+
+Per network ``N`` with an IPv4 subnet that has DHCP enabled:
+
+- namespace ``sdhcp-<N>``; veth ``sdo<N[:11]>`` (root side, on the network's bridge) / ``sdi<N[:11]>`` (inside)
+  carrying the DHCP port's address (a ``network:dhcp`` port allocated by IPAM like any other) and
+  169.254.169.254/32. The bridge itself has no address.
+- dnsmasq inside the namespace: static DHCP only (``dhcp-range ...,static``: no lease for a MAC it was not told
+  about), host entries, options and DNS names in files that a SIGHUP re-reads, so a port change never restarts
+  it. Forward and reverse DNS for ``<dns_name>.<dns_domain>`` come from its ``addn-hosts`` file.
+- a metadata server process (``services.network.metadata``) listening on 169.254.169.254:80 inside the namespace.
+
+Both processes are daemons with pid files under ``<state_path>/network/<N>/``: they outlive a restart of the
+network service, which re-adopts them on start (the pid file plus a command-line check), so restarting the
+service costs DHCP and DNS nothing. ``sync()`` converges the node on the database and is idempotent; networks
+that are gone (or lost DHCP) are torn down: processes, namespace, veth, and the bridge when nothing else is on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from oslo_config import cfg
+
+from common.db import networks as db_networks
+from common.db.pool import Database
+from services.network import linux
+
+__all__ = ["METADATA_IP", "DhcpAgent", "NetworkPlan", "netns_name", "teardown_all"]
+
+LOG = logging.getLogger(__name__)
+
+METADATA_IP = "169.254.169.254"
+DEVICE_OWNER_DHCP = "network:dhcp"
+NETNS_PREFIX = "sdhcp-"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def netns_name(network_id: str) -> str:
+    return f"{NETNS_PREFIX}{network_id}"
+
+
+def veth_names(network_id: str) -> tuple[str, str]:
+    short = network_id.replace("-", "")[:11]
+    return f"sdo{short}", f"sdi{short}"
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    mac: str
+    ip: str
+    name: str  # the short host name, '' when the port has none
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """What the node should run for one network: derived from the database, compared with what runs."""
+
+    network_id: str
+    bridge: str
+    mtu: int
+    cidr: str
+    gateway_ip: str | None
+    dhcp_ip: str
+    dns_domain: str
+    dns_nameservers: tuple[str, ...]
+    host_routes: tuple[tuple[str, str], ...]
+    hosts: tuple[HostEntry, ...]
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.cidr).prefixlen
+
+    def hosts_file(self) -> str:
+        """dnsmasq ``dhcp-hostsfile``: one static lease per port (``mac,ip[,name],lease``)."""
+        lines = []
+        for h in self.hosts:
+            name = f",{h.name}" if h.name else ""
+            lines.append(f"{h.mac},{h.ip}{name},86400\n")
+        return "".join(lines)
+
+    def addn_hosts_file(self) -> str:
+        """dnsmasq ``addn-hosts``: forward and reverse DNS for every named port."""
+        return "".join(f"{h.ip} {h.name}.{self.dns_domain} {h.name}\n" for h in self.hosts if h.name)
+
+    def opts_file(self) -> str:
+        """dnsmasq ``dhcp-optsfile``: router, DNS, domain and classless routes (the metadata address first).
+
+        Option 121 replaces the router option for clients that honour it, so the default route is repeated in it.
+        """
+        routes = [f"{METADATA_IP}/32,{self.dhcp_ip}"]
+        routes += [f"{dest},{nexthop}" for dest, nexthop in self.host_routes]
+        lines = []
+        if self.gateway_ip:
+            routes.append(f"0.0.0.0/0,{self.gateway_ip}")
+            lines.append(f"option:router,{self.gateway_ip}\n")
+        else:
+            lines.append("option:router\n")
+        lines.append(f"option:classless-static-route,{','.join(routes)}\n")
+        lines.append(f"option:dns-server,{','.join(self.dns_nameservers or (self.dhcp_ip,))}\n")
+        lines.append(f"option:domain-name,{self.dns_domain}\n")
+        lines.append(f"option:mtu,{self.mtu}\n")
+        return "".join(lines)
+
+    def dnsmasq_argv(self, state: Path, *, as_root: bool = False) -> list[str]:
+        """``as_root``: keep root instead of dropping to ``nobody`` (when ``nobody`` could not read ``state``)."""
+        net = ipaddress.ip_network(self.cidr)
+        _, inner = veth_names(self.network_id)
+        return [
+            "dnsmasq",
+            *(["--user=root"] if as_root else []),
+            "--conf-file=/dev/null",
+            "--no-hosts",
+            "--no-resolv",
+            "--strict-order",
+            f"--pid-file={state / 'dnsmasq.pid'}",
+            f"--dhcp-hostsfile={state / 'hosts'}",
+            f"--addn-hosts={state / 'addn_hosts'}",
+            f"--dhcp-optsfile={state / 'opts'}",
+            f"--interface={inner}",
+            "--except-interface=lo",
+            "--bind-interfaces",
+            f"--dhcp-range={net.network_address},static,{net.netmask},86400s",
+            "--dhcp-authoritative",
+            "--leasefile-ro",
+            f"--domain={self.dns_domain}",
+            f"--local=/{self.dns_domain}/",
+            "--domain-needed",
+            "--bogus-priv",
+            f"--dhcp-lease-max={max(net.num_addresses, 16)}",
+            f"--log-facility={state / 'dnsmasq.log'}",
+        ]
+
+
+async def _plans(conn: asyncpg.Connection) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Per network with a DHCP-enabled IPv4 subnet: (network row, its first such subnet row)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (s.network_id) n.id AS network_id, n.bridge, n.mtu, n.dns_domain, s.* "
+        "FROM subnets s JOIN networks n ON n.id = s.network_id "
+        "WHERE s.enable_dhcp AND s.ip_version = 4 ORDER BY s.network_id, s.created_at, s.id"
+    )
+    return {r["network_id"]: (dict(r), r) for r in rows}
+
+
+class DhcpAgent:
+    """Converges this node's namespaces, dnsmasq and metadata processes on the database.
+
+    ``start()`` syncs once and then on every database notification (channel ``stratus_network``, raised by
+    triggers on ports, addresses, subnets and networks) and every ``[network] dhcp_resync_interval`` seconds;
+    ``stop()`` leaves the processes running (they serve through a restart). ``teardown_all`` removes them.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, db: Database, config_files: list[str]) -> None:
+        self.conf = conf
+        self.db = db
+        self.config_files = config_files
+        self.state_root = Path(conf.state_path) / "network"
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.synced = asyncio.Event()
+        self._traversable: bool | None = None
+
+    @property
+    def _readable_by_others(self) -> bool:
+        """Can dnsmasq, once it dropped to ``nobody``, reach its files (every ancestor searchable by others)?"""
+        if self._traversable is None:
+            self._traversable = all(p.stat().st_mode & 0o001 for p in (self.state_root, *self.state_root.parents))
+            if not self._traversable:
+                LOG.warning("%s is not searchable by other users: dnsmasq will keep running as root", self.state_root)
+        return self._traversable
+
+    def trigger(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_root, 0o755)
+        try:
+            self._listener = await asyncpg.connect(self.conf.database.connection)
+            await self._listener.add_listener("stratus_network", lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as e:
+            interval = self.conf.network.dhcp_resync_interval
+            LOG.warning("no database notifications (%s): syncing every %ss only", e, interval)
+        self._task = asyncio.create_task(self._loop(), name="dhcp-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._listener is not None:
+            await self._listener.close()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                count = await self.sync()
+                if not self.synced.is_set():
+                    LOG.info("DHCP in sync: serving %d network(s)", count)
+                self.synced.set()
+            except Exception:
+                LOG.exception("DHCP sync failed; retrying")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.conf.network.dhcp_resync_interval)
+            except TimeoutError:
+                pass
+
+    async def sync(self) -> int:
+        """One convergence pass; returns how many networks this node serves. Idempotent."""
+        plans = await self.db.run(self._load)
+        for plan in plans.values():
+            try:
+                await self._ensure(plan)
+            except linux.NetworkSetupError as e:
+                LOG.error("network %s: DHCP setup failed: %s", plan.network_id, e.message)
+        for state in sorted(self.state_root.iterdir()) if self.state_root.is_dir() else []:
+            if state.is_dir() and state.name not in plans:
+                LOG.info("network %s: no longer served here; tearing down its DHCP", state.name)
+                await teardown(state, delete_bridge=True)
+        return len(plans)
+
+    async def _load(self, conn: asyncpg.Connection) -> dict[str, NetworkPlan]:
+        plans = {}
+        for net_id, (net, subnet) in (await _plans(conn)).items():
+            dhcp_ip = await self._dhcp_address(conn, net_id, subnet)
+            if dhcp_ip is None:
+                continue
+            rows = await conn.fetch(
+                "SELECT p.mac_address, host(a.ip_address) AS ip, p.dns_name FROM ports p "
+                "JOIN ip_allocations a ON a.port_id = p.id "
+                "WHERE a.subnet_id = $1 AND p.device_owner <> $2 AND p.admin_state_up ORDER BY a.ip_address",
+                subnet["id"],
+                DEVICE_OWNER_DHCP,
+            )
+            gateway = str(subnet["gateway_ip"]).split("/")[0] if subnet["gateway_ip"] is not None else None
+            routes = tuple((r["destination"], r["nexthop"]) for r in _json(subnet["host_routes"]))
+            nameservers = _json(subnet["dns_nameservers"])
+            plans[net_id] = NetworkPlan(
+                network_id=net_id,
+                bridge=net["bridge"],
+                mtu=net["mtu"],
+                cidr=str(subnet["cidr"]),
+                gateway_ip=gateway,
+                dhcp_ip=dhcp_ip,
+                dns_domain=(net["dns_domain"] or self.conf.network.dns_domain).rstrip("."),
+                dns_nameservers=tuple(nameservers or ()),
+                host_routes=routes,
+                hosts=tuple(HostEntry(str(r["mac_address"]), r["ip"], _host_label(r["dns_name"])) for r in rows),
+            )
+        return plans
+
+    async def _dhcp_address(self, conn: asyncpg.Connection, network_id: str, subnet: Any) -> str | None:
+        """The address of this network's DHCP port, made on first need (IPAM allocates it like any port's)."""
+        ip = await conn.fetchval(
+            "SELECT host(a.ip_address) FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
+            "WHERE p.network_id = $1 AND p.device_owner = $2 AND a.subnet_id = $3 ORDER BY p.created_at LIMIT 1",
+            network_id,
+            DEVICE_OWNER_DHCP,
+            subnet["id"],
+        )
+        if ip is not None:
+            return ip
+        port = await db_networks.create_port(
+            conn,
+            network_id=network_id,
+            project_id=subnet["project_id"],
+            base_mac=self.conf.network.base_mac,
+            fixed_ips=[{"subnet_id": subnet["id"]}],
+            device_id=f"dhcp-{self.conf.host}",
+            device_owner=DEVICE_OWNER_DHCP,
+            binding_host=self.conf.host,
+            status="ACTIVE",
+            name="dhcp",
+        )
+        return await conn.fetchval("SELECT host(ip_address) FROM ip_allocations WHERE port_id = $1", port["id"])
+
+    async def _ensure(self, plan: NetworkPlan) -> None:
+        state = self.state_root / plan.network_id
+        state.mkdir(exist_ok=True)
+        os.chmod(state, 0o755)
+        ns = netns_name(plan.network_id)
+        outer, inner = veth_names(plan.network_id)
+        await linux.ensure_bridge(plan.bridge, plan.mtu)
+        await linux.ensure_netns(ns)
+        await linux.ensure_veth(outer, inner, ns, plan.bridge, plan.mtu)
+        await _ensure_addresses(ns, inner, [f"{plan.dhcp_ip}/{plan.prefixlen}", f"{METADATA_IP}/32"])
+        changed = False
+        for name, text in (("hosts", plan.hosts_file()), ("addn_hosts", plan.addn_hosts_file()),
+                           ("opts", plan.opts_file())):  # fmt: skip
+            changed |= _write_if_changed(state / name, text)
+        argv = plan.dnsmasq_argv(state, as_root=not self._readable_by_others)
+        pid = linux.pid_alive(state / "dnsmasq.pid", str(state))
+        running_argv = (state / "dnsmasq.argv").read_text() if (state / "dnsmasq.argv").exists() else ""
+        if pid is not None and running_argv != json.dumps(argv):
+            LOG.info("network %s: dnsmasq's command line changed; replacing it", plan.network_id)
+            await linux.kill_pid_file(state / "dnsmasq.pid", str(state))
+            pid = None
+        if pid is None:
+            await linux.run("ip", "netns", "exec", ns, *argv)
+            (state / "dnsmasq.argv").write_text(json.dumps(argv))
+            LOG.info(
+                "network %s: dnsmasq started in %s on %s (%d hosts)", plan.network_id, ns, plan.dhcp_ip, len(plan.hosts)
+            )
+        elif changed:
+            os.kill(pid, signal.SIGHUP)
+            LOG.info("network %s: dnsmasq (pid %d) reloaded: %d hosts", plan.network_id, pid, len(plan.hosts))
+        await self._ensure_metadata(plan, state, ns)
+
+    async def _ensure_metadata(self, plan: NetworkPlan, state: Path, ns: str) -> None:
+        if linux.pid_alive(state / "metadata.pid", plan.network_id) is not None:
+            return
+        argv = [sys.executable, "-m", "services.network.metadata", "--network-id", plan.network_id,
+                "--netns", ns, "--pid-file", str(state / "metadata.pid")]  # fmt: skip
+        for f in self.config_files:
+            argv += ["--config-file", f]
+        log = (state / "metadata.log").open("ab")
+        try:
+            await asyncio.create_subprocess_exec(
+                *argv, cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        finally:
+            log.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while linux.pid_alive(state / "metadata.pid", plan.network_id) is None:
+            if loop.time() > deadline:
+                raise linux.NetworkSetupError(f"metadata server of network {plan.network_id} did not start")
+            await asyncio.sleep(0.05)
+        LOG.info("network %s: metadata server listening on %s:80 in %s", plan.network_id, METADATA_IP, ns)
+
+
+def _json(value: Any) -> list[Any]:
+    """A jsonb column's value, whether the connection decodes jsonb or not."""
+    return (json.loads(value) if isinstance(value, str) else value) or []
+
+
+def _host_label(dns_name: str) -> str:
+    """A DNS label from a port's ``dns_name`` (hostnames are already sanitised by the API; be safe anyway)."""
+    label = "".join(c if c.isalnum() or c == "-" else "-" for c in (dns_name or "").split(".")[0].lower())
+    return label.strip("-")[:63]
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)  # atomic: dnsmasq never reads half a file
+    return True
+
+
+async def _ensure_addresses(ns: str, dev: str, addresses: list[str]) -> None:
+    _, out = await linux.run("ip", "-n", ns, "-o", "addr", "show", "dev", dev)
+    have = {f.split()[3] for f in out.splitlines() if " inet " in f}
+    for addr in addresses:
+        if addr not in have:
+            await linux.run("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+    for stale in have - set(addresses):
+        await linux.run("ip", "-n", ns, "addr", "del", stale, "dev", dev, check=False)
+
+
+async def teardown(state: Path, *, delete_bridge: bool) -> None:
+    """Stop one network's processes and remove its namespace, veth and (when empty) bridge. Idempotent."""
+    network_id = state.name
+    await linux.kill_pid_file(state / "metadata.pid", network_id)
+    await linux.kill_pid_file(state / "dnsmasq.pid", str(state))
+    outer, _ = veth_names(network_id)
+    bridge = _master_of(outer)
+    await linux.delete_netns(netns_name(network_id))  # takes the inner veth, and with it the outer one
+    await linux.delete_link(outer)
+    if delete_bridge and bridge and not linux.bridge_members(bridge):
+        await linux.delete_link(bridge)
+    _remove_dir(state)
+
+
+def _master_of(link: str) -> str | None:
+    master = Path("/sys/class/net", link, "master")
+    return master.resolve().name if master.exists() else None
+
+
+def _remove_dir(state: Path) -> None:
+    for f in state.iterdir():
+        f.unlink()
+    state.rmdir()
+
+
+async def teardown_all(state_path: Path | str) -> list[str]:
+    """Remove every network this node serves from ``state_path`` (tests, decommissioning). Returns their ids."""
+    root = Path(state_path) / "network"
+    done = []
+    for state in sorted(root.iterdir()) if root.is_dir() else []:
+        if state.is_dir():
+            await teardown(state, delete_bridge=True)
+            done.append(state.name)
+    return done

@@ -1,0 +1,182 @@
+"""DHCP, DNS and teardown on the network node with real dnsmasq, namespaces and bridges (a whole private cloud
+whose network service has ``[network] serve_dhcp`` on; no computes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from services.network import dhcp
+from tests.fixtures._common import wait_for
+from tests.fixtures.cloud import Cloud
+
+pytestmark = pytest.mark.functional
+ROOT = Path(__file__).resolve().parents[3]
+CLIENT_PREFIX = "stcl-"
+
+
+def _sh(*argv: str, check: bool = True) -> str:
+    return subprocess.run(argv, check=check, capture_output=True, text=True).stdout
+
+
+def sweep_clients() -> None:
+    for line in _sh("ip", "netns", "list").splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(CLIENT_PREFIX):
+            _sh("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def dhcp_cloud(postgres, rabbit):
+    with tempfile.TemporaryDirectory(prefix="stratus-dhcp-") as tmp:
+        c = Cloud(Path(tmp), postgres, rabbit, compute_hosts=0, schedulers=0,
+                  extra_config={"network": {"serve_dhcp": "true", "dhcp_resync_interval": 5}})  # fmt: skip
+        try:
+            c.start(timeout=60)
+            yield c
+        finally:
+            c.stop()
+            asyncio.run(dhcp.teardown_all(Path(tmp) / "state"))
+            sweep_clients()
+
+
+class Client:
+    """A namespace on the tenant bridge standing in for a guest: its veth carries a port's MAC and address."""
+
+    def __init__(self, bridge: str, mac: str, ip: str, prefixlen: int) -> None:
+        tag = secrets.token_hex(3)
+        self.ns, self.outer, self.dev = f"{CLIENT_PREFIX}{tag}", f"stco{tag}", "eth0"
+        _sh("ip", "netns", "add", self.ns)
+        _sh("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.dev, "netns", self.ns)
+        _sh("ip", "link", "set", self.outer, "master", bridge, "up")
+        _sh("ip", "-n", self.ns, "link", "set", self.dev, "address", mac, "up")
+        _sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+        _sh("ip", "-n", self.ns, "addr", "add", f"{ip}/{prefixlen}", "dev", self.dev)
+        self.mac, self.ip = mac, ip
+
+    def probe(self, server: str, name: str, duration: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.functional.network.dhcp_probe",
+             "--dev", self.dev, "--mac", self.mac, "--expect-ip", self.ip, "--server", server, "--name", name,
+             "--duration", str(duration)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        _sh("ip", "netns", "del", self.ns, check=False)
+
+
+def _probe_once(client: Client, server: str) -> bool:
+    out = json.loads(client.probe(server, "probe-host.stratus.local", 0.5).communicate(timeout=30)[0])
+    return out["dhcp"]["ok"] > 0 and out["dns"]["ok"] > 0
+
+
+def _dhcp_ip(c: Cloud, network_id: str) -> str:
+    rows = c.query(
+        "SELECT host(a.ip_address) AS ip FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
+        "WHERE p.network_id = $1 AND p.device_owner = 'network:dhcp'",
+        network_id,
+    )
+    return rows[0]["ip"] if rows else ""
+
+
+def _state(c: Cloud, network_id: str) -> Path:
+    return c.workdir / "state" / "network" / network_id
+
+
+def test_port_gets_static_dhcp_and_dns_and_restarts_lose_nothing(dhcp_cloud):
+    c = dhcp_cloud
+    conn = c.sdk()
+    net = conn.network.find_network("private", ignore_missing=False)
+    port = conn.network.create_port(network_id=net.id, name="probe", dns_name="probe-host")
+    ip = port.fixed_ips[0]["ip_address"]
+    hosts = _state(c, net.id) / "hosts"
+    wait_for(lambda: hosts.exists() and port.mac_address in hosts.read_text(), 20, what="DHCP host entry")
+    assert f"{port.mac_address},{ip},probe-host" in hosts.read_text()
+    assert "probe-host.stratus.local" in (_state(c, net.id) / "addn_hosts").read_text()
+    ns = dhcp.netns_name(net.id)
+    assert Path("/run/netns", ns).exists()
+    # The bridge is a switch only: no address in the root namespace.
+    assert "inet" not in _sh("ip", "-o", "addr", "show", "dev", f"brq{net.id[:11]}")
+    server = _dhcp_ip(c, net.id)
+    client = Client(f"brq{net.id[:11]}", port.mac_address, ip, 24)
+    try:
+        # The port's MAC gets its address offered, its name resolves (once the fresh veth carries traffic).
+        try:
+            wait_for(lambda: _probe_once(client, server), 20, what="first DHCP offer and DNS answer", interval=0.2)
+        except Exception:
+            for f in sorted(_state(c, net.id).iterdir()):
+                print(f"--- {f}\n{f.read_text(errors='replace')[-3000:]}")
+            print(_sh("ip", "-n", ns, "addr"), _sh("ip", "-n", client.ns, "addr"), _sh("bridge", "link"))
+            raise
+
+        dnsmasq_pid = (_state(c, net.id) / "dnsmasq.pid").read_text().strip()
+        probe = client.probe(server, "probe-host.stratus.local", 600)
+        svc = c.services["network"]
+        t0 = time.monotonic()
+        for _ in range(10):
+            svc.stop()
+            before = c.grep_logs("DHCP in sync").get("network", 0)
+            svc.start()
+            wait_for(lambda b=before: c.grep_logs("DHCP in sync").get("network", 0) > b, 30, what="network restart")
+        restarts_s = time.monotonic() - t0
+        probe.terminate()
+        stats = json.loads(probe.communicate(timeout=30)[0])
+        print(f"10 restarts in {restarts_s:.1f}s; probe: {stats}")
+        assert stats["dhcp"]["failed"] == 0 and stats["dns"]["failed"] == 0, stats
+        assert stats["dhcp"]["ok"] > 20 and stats["dns"]["ok"] > 20, stats
+        # The same dnsmasq served throughout: re-adopted, never restarted.
+        assert (_state(c, net.id) / "dnsmasq.pid").read_text().strip() == dnsmasq_pid
+    finally:
+        client.close()
+    conn.network.delete_port(port.id)
+    wait_for(lambda: port.mac_address not in hosts.read_text(), 20, what="host entry removed")
+
+
+def test_stranger_mac_gets_no_lease(dhcp_cloud):
+    c = dhcp_cloud
+    conn = c.sdk()
+    net = conn.network.find_network("private", ignore_missing=False)
+    wait_for(lambda: _dhcp_ip(c, net.id) != "", 20, what="DHCP port")
+    client = Client(f"brq{net.id[:11]}", "fa:16:3e:de:ad:01", "10.99.0.250", 24)
+    try:
+        out = json.loads(client.probe(_dhcp_ip(c, net.id), "nobody.stratus.local", 1.5).communicate(timeout=30)[0])
+        assert out["dhcp"]["ok"] == 0 and out["dhcp"]["failed"] > 0, out
+    finally:
+        client.close()
+
+
+def test_deleting_network_leaves_nothing_behind(dhcp_cloud):
+    c = dhcp_cloud
+    conn = c.sdk()
+    net = conn.network.create_network(name="doomed")
+    conn.network.create_subnet(network_id=net.id, cidr="10.98.7.0/24", ip_version=4)
+    port = conn.network.create_port(network_id=net.id, dns_name="doomed-vm")
+    state = _state(c, net.id)
+    bridge = f"brq{net.id[:11]}"
+    wait_for(lambda: (state / "hosts").exists() and port.mac_address in (state / "hosts").read_text()
+             and (state / "metadata.pid").exists(), 20, what="DHCP for the new network")  # fmt: skip
+    dnsmasq_pid = int((state / "dnsmasq.pid").read_text())
+    meta_pid = int((state / "metadata.pid").read_text())
+    with pytest.raises(Exception) as err:
+        conn.network.delete_network(net.id)
+    assert "409" in str(err.value) or "in use" in str(err.value), err.value
+    conn.network.delete_port(port.id)
+    conn.network.delete_network(net.id)
+    ns = dhcp.netns_name(net.id)
+    outer, _ = dhcp.veth_names(net.id)
+
+    def gone() -> bool:
+        return not (state.exists() or Path("/run/netns", ns).exists() or Path("/sys/class/net", bridge).exists()
+                    or Path("/sys/class/net", outer).exists() or Path(f"/proc/{dnsmasq_pid}").exists()
+                    or Path(f"/proc/{meta_pid}").exists())  # fmt: skip
+
+    wait_for(gone, 20, what="namespace, veth, bridge, dnsmasq and metadata server removed")
