@@ -118,7 +118,7 @@ api_opts = [
 scheduler_opts = [
     cfg.IntOpt(
         "host_subset_size",
-        default=3,
+        default=10,
         min=1,
         help="Pick randomly among this many best-weighed hosts, so parallel schedulers rarely collide.",
     ),
@@ -200,6 +200,13 @@ scheduler_opts = [
         default=600.0,
         min=1.0,
         help="Seconds a failed build counts against its host (filter and weigher).",
+    ),
+    cfg.FloatOpt(
+        "usage_refresh_interval",
+        default=1.0,
+        min=0.05,
+        help="Seconds between reloads of the hosts whose usage changed in the database (claims of other "
+        "schedulers); keeps parallel schedulers from racing for hosts they believe empty.",
     ),
     cfg.FloatOpt(
         "aggregate_refresh_interval",

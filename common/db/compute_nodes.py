@@ -4,6 +4,7 @@ never both win the last slot on a host."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,8 @@ __all__ = [
     "GroupPolicyViolation",
     "claim",
     "get_allocation",
+    "get_usage",
+    "list_usage",
     "list_nodes",
     "release",
     "upsert_from_report",
@@ -128,6 +131,21 @@ async def release(conn: asyncpg.Connection, instance_id: str) -> str | None:
         FROM a WHERE n.id = a.compute_node_id RETURNING n.host
         """,
         instance_id,
+    )
+
+
+async def get_usage(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT host, vcpus_used, memory_mb_used, local_gb_used FROM compute_nodes WHERE host = $1", host
+    )
+
+
+async def list_usage(conn: asyncpg.Connection, since: datetime | None = None) -> list[asyncpg.Record]:
+    """Usage of the hosts changed since ``since`` (all when None); each row also carries the DB's ``now``."""
+    return await conn.fetch(
+        "SELECT host, vcpus_used, memory_mb_used, local_gb_used, now() AS now FROM compute_nodes"
+        " WHERE $1::timestamptz IS NULL OR updated_at >= $1",
+        since,
     )
 
 

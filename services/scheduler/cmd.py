@@ -54,7 +54,25 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
             except Exception as e:  # the database is away: keep the last view, retry next round
                 LOG.warning("could not reload aggregates: %s", e)
 
+    async def resync_usage() -> None:
+        while True:
+            await asyncio.sleep(conf.scheduler.usage_refresh_interval)
+            try:
+                await manager.resync_usage()
+            except Exception as e:
+                LOG.warning("could not reload host usage: %s", e)
+
+    async def persist_reports() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await manager.persist_reports()
+            except Exception as e:
+                LOG.warning("could not persist capacity reports (retrying): %s", e)
+
     svc.spawn(reload_aggregates(), "aggregate-refresher")
+    svc.spawn(persist_reports(), "report-persister")
+    svc.spawn(resync_usage(), "usage-resync")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ whose ``applies(spec)`` is false for a request is skipped for it (no hint, no gr
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from oslo_config import cfg
@@ -28,6 +29,11 @@ class BaseFilter:
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    def filter_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
+        """The hosts that pass (filters on the hot path override this with a tighter loop)."""
+        passes = self.host_passes
+        return [h for h in hosts if passes(h, spec)]
+
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         raise NotImplementedError
 
@@ -37,6 +43,10 @@ class ComputeFilter(BaseFilter):
 
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         return not host.disabled and self.view.is_up(host)
+
+    def filter_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
+        cutoff = time.monotonic() - self.view.service_down_time
+        return [h for h in hosts if h.last_seen >= cutoff and not h.disabled]
 
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts are disabled or have not reported within {self.view.service_down_time:.0f}s"
@@ -74,6 +84,10 @@ class RamFilter(BaseFilter):
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         return host.free_memory_mb >= spec["flavor"]["ram_mb"]
 
+    def filter_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
+        want = spec["flavor"]["ram_mb"]
+        return [h for h in hosts if h.memory_mb_limit - h.memory_mb_used >= want]
+
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts lack {spec['flavor']['ram_mb']} MiB free RAM"
 
@@ -84,6 +98,10 @@ class CoreFilter(BaseFilter):
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         return host.free_vcpus >= spec["flavor"]["vcpus"]
 
+    def filter_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
+        want = spec["flavor"]["vcpus"]
+        return [h for h in hosts if h.vcpus_limit - h.vcpus_used >= want]
+
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts lack {spec['flavor']['vcpus']} free vCPUs"
 
@@ -93,6 +111,10 @@ class DiskFilter(BaseFilter):
 
     def host_passes(self, host: HostState, spec: dict[str, Any]) -> bool:
         return host.free_disk_gb >= spec["flavor"]["disk_gb"]
+
+    def filter_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[HostState]:
+        want = spec["flavor"]["disk_gb"]
+        return [h for h in hosts if h.local_gb_limit - h.local_gb_used >= want]
 
     def explain(self, removed: int, spec: dict[str, Any]) -> str:
         return f"{removed} hosts lack {spec['flavor']['disk_gb']} GiB free disk"
@@ -290,8 +312,7 @@ def run_filters(
     for f in filters:
         if not f.applies(spec):
             continue
-        passes = f.host_passes
-        passed = [h for h in hosts if passes(h, spec)]
+        passed = f.filter_all(hosts, spec)
         removed = len(hosts) - len(passed)
         if removed:
             explanations.append(f"{f.name}: {f.explain(removed, spec)}")

@@ -43,21 +43,26 @@ class HostState:
     aggregate_az: str | None = None
     ratio_overrides: dict[str, float] = field(default_factory=dict)
 
-    # Limits exactly as the claim statement computes them (common/db/compute_nodes.py).
-    @property
-    def vcpus_limit(self) -> float:
-        ratio = self.ratio_overrides.get("cpu_allocation_ratio", self.cpu_allocation_ratio)
-        return (self.vcpus - self.reserved_host_cpus) * ratio
+    # Limits exactly as the claim statement computes them (common/db/compute_nodes.py); recomputed whenever a
+    # total, reservation, ratio or aggregate changes (``refresh_limits``), read per host per request.
+    vcpus_limit: float = field(default=0.0, init=False)
+    memory_mb_limit: float = field(default=0.0, init=False)
+    local_gb_limit: float = field(default=0.0, init=False)
 
-    @property
-    def memory_mb_limit(self) -> float:
-        ratio = self.ratio_overrides.get("ram_allocation_ratio", self.ram_allocation_ratio)
-        return (self.memory_mb - self.reserved_host_memory_mb) * ratio
+    def __post_init__(self) -> None:
+        self.refresh_limits()
 
-    @property
-    def local_gb_limit(self) -> float:
-        ratio = self.ratio_overrides.get("disk_allocation_ratio", self.disk_allocation_ratio)
-        return (self.local_gb - self.reserved_host_disk_gb) * ratio
+    def refresh_limits(self) -> None:
+        o = self.ratio_overrides
+        self.vcpus_limit = (self.vcpus - self.reserved_host_cpus) * o.get(
+            "cpu_allocation_ratio", self.cpu_allocation_ratio
+        )
+        self.memory_mb_limit = (self.memory_mb - self.reserved_host_memory_mb) * o.get(
+            "ram_allocation_ratio", self.ram_allocation_ratio
+        )
+        self.local_gb_limit = (self.local_gb - self.reserved_host_disk_gb) * o.get(
+            "disk_allocation_ratio", self.disk_allocation_ratio
+        )
 
     @property
     def free_vcpus(self) -> float:
@@ -85,12 +90,26 @@ class HostState:
             value = data.get(key)
             if value is not None:
                 setattr(self, key, value)
+        self.refresh_limits()
 
+
+_NONE = (0, 0, 0)
 
 _REPORTED = tuple(
     f
     for f in HostState.__dataclass_fields__
-    if f not in ("host", "last_seen", "aggregate_names", "aggregate_metadata", "aggregate_az", "ratio_overrides")
+    if f
+    not in (
+        "host",
+        "last_seen",
+        "aggregate_names",
+        "aggregate_metadata",
+        "aggregate_az",
+        "ratio_overrides",
+        "vcpus_limit",
+        "memory_mb_limit",
+        "local_gb_limit",
+    )
 )
 
 
@@ -103,6 +122,7 @@ class HostView:
         self.hosts: dict[str, HostState] = {}
         self._aggregates: list[Mapping[str, Any]] = []
         self._failures: dict[str, deque[float]] = {}
+        self._pending: dict[str, tuple[int, int, int]] = {}
 
     def bootstrap(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Seed from compute_nodes rows at start; hosts count as seen when their last report was recent."""
@@ -122,11 +142,42 @@ class HostView:
         return state
 
     def claimed(self, row: Mapping[str, Any]) -> None:
-        """Usage after a claim or release as the DB returned it (the exact state at that moment)."""
+        """Usage as the DB returned it (after a claim, a release, a lost race or a resync), plus the claims this
+        scheduler still has in flight on the host (the DB has not counted those yet)."""
         state = self.hosts.get(row["host"])
         if state is not None:
-            for key in ("vcpus_used", "memory_mb_used", "local_gb_used"):
-                setattr(state, key, row[key])
+            p = self._pending.get(row["host"], _NONE)
+            state.vcpus_used = row["vcpus_used"] + p[0]
+            state.memory_mb_used = row["memory_mb_used"] + p[1]
+            state.local_gb_used = row["local_gb_used"] + p[2]
+
+    def reserve(self, host: str, vcpus: int, memory_mb: int, disk_gb: int) -> None:
+        """Count a claim in flight, so this scheduler's concurrent requests see it. ``settle`` must follow."""
+        state = self.hosts.get(host)
+        if state is not None:
+            p = self._pending.get(host, _NONE)
+            self._pending[host] = (p[0] + vcpus, p[1] + memory_mb, p[2] + disk_gb)
+            state.vcpus_used += vcpus
+            state.memory_mb_used += memory_mb
+            state.local_gb_used += disk_gb
+
+    def settle(self, host: str, vcpus: int, memory_mb: int, disk_gb: int, row: Mapping[str, Any] | None) -> None:
+        """The claim in flight ended: with ``row`` (the DB's usage after it, won or lost) or without."""
+        state = self.hosts.get(host)
+        if state is None:
+            return
+        p = self._pending.get(host, _NONE)
+        p = (p[0] - vcpus, p[1] - memory_mb, p[2] - disk_gb)
+        if p == _NONE:
+            self._pending.pop(host, None)
+        else:
+            self._pending[host] = p
+        if row is not None:
+            self.claimed(row)
+        else:
+            state.vcpus_used -= vcpus
+            state.memory_mb_used -= memory_mb
+            state.local_gb_used -= disk_gb
 
     def is_up(self, state: HostState) -> bool:
         return time.monotonic() - state.last_seen <= self.service_down_time
@@ -158,6 +209,7 @@ class HostView:
                         pass
         state.aggregate_names, state.aggregate_metadata = tuple(names), meta
         state.aggregate_az, state.ratio_overrides = az, ratios
+        state.refresh_limits()
 
     # ----- build failures (from the cause chains of reschedules this scheduler sees) ---------------------------
 

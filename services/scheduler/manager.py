@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,10 +20,11 @@ from oslo_config import cfg
 
 from common import exceptions, objects
 from common.context import RequestContext
-from common.db import actions, aggregates, compute_nodes, instances, server_groups
+from common.db import aggregates, compute_nodes, instances, server_groups
 from common.db.instances import TaskState, VmState
-from common.db.pool import Database
+from common.db.pool import RETRYABLE, Database
 from services.compute.rpcapi import ComputeAPI
+from services.scheduler import claims
 from services.scheduler.faults import record_build_failure, set_error
 from services.scheduler.filters import load_filters, run_filters
 from services.scheduler.host_state import HostView
@@ -39,7 +40,7 @@ EVENT = "scheduler_select_destination"
 @dataclass
 class _Prepared:
     row: asyncpg.Record
-    allocation: asyncpg.Record | None
+    allocated_host: str | None
     spec: dict[str, Any]
     lost: list[str] = field(default_factory=list)
 
@@ -60,6 +61,8 @@ class SchedulerManager:
         self.lost_races = 0
         self.decisions = 0
         self._persisted: dict[str, tuple[float, tuple]] = {}
+        self._usage_synced: datetime | None = None
+        self._unsaved: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> None:
         """Seed the host view from the DB, so a restarted scheduler places at once."""
@@ -67,6 +70,18 @@ class SchedulerManager:
         self.view.bootstrap([dict(r) for r in rows])
         await self.refresh_aggregates(RequestContext.admin())
         LOG.info("host view bootstrapped with %d hosts", len(rows))
+
+    async def resync_usage(self) -> None:
+        """Learn other schedulers' claims and releases: reload the usage of hosts changed since the last pass
+        (with a margin, as a row's ``updated_at`` is its transaction's start). Lost races teach the same, late."""
+        since = None if self._usage_synced is None else self._usage_synced - timedelta(seconds=5)
+        async with self.db.pool.acquire() as conn:
+            rows = await compute_nodes.list_usage(conn, since)
+            if not rows:
+                return
+        for row in rows:
+            self.view.claimed(row)
+        self._usage_synced = rows[0]["now"]
 
     async def refresh_aggregates(self, ctx: RequestContext) -> None:
         """Reload host aggregates (periodically, and when the API announces a change on the fanout)."""
@@ -76,7 +91,8 @@ class SchedulerManager:
     # ----- capacity fanout ---------------------------------------------------------------------------------------
 
     async def update_capacity(self, ctx: RequestContext, capacity: dict[str, Any]) -> None:
-        """A host's report: refresh the view; persist it when it changed or every few report intervals."""
+        """A host's report: refresh the view; queue it for ``persist_reports`` when it changed or every few
+        report intervals (so the DB shows the host alive and a restarting scheduler bootstraps from it)."""
         state = self.view.update(capacity)
         key = tuple(capacity.get(k) for k in ("vcpus", "memory_mb", "local_gb", "running_vms", "broker_node"))
         last = self._persisted.get(state.host)
@@ -84,19 +100,36 @@ class SchedulerManager:
         if last is not None and last[1] == key and now - last[0] < 3 * self.conf.compute.report_interval:
             return
         self._persisted[state.host] = (now, key)
+        self._unsaved[state.host] = capacity
 
-        async def persist(conn: asyncpg.Connection) -> None:
-            row = await compute_nodes.upsert_from_report(conn, capacity)
-            await compute_nodes.upsert_service(
-                conn,
-                host=capacity["host"],
-                binary="stratus-compute",
-                topic=f"compute.{capacity['host']}",
-                broker_node=capacity.get("broker_node"),
-            )
-            self.view.claimed(dict(row))
+    async def persist_reports(self) -> int:
+        """Write the reports queued by ``update_capacity`` in one transaction (called every fraction of a
+        second by the service, so a burst of reports costs one commit, not one per host). Returns how many."""
+        batch, self._unsaved = self._unsaved, {}
+        if not batch:
+            return 0
 
-        await self.db.run(persist)
+        async def persist(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows = []
+            for capacity in batch.values():
+                rows.append(await compute_nodes.upsert_from_report(conn, capacity))
+                await compute_nodes.upsert_service(
+                    conn,
+                    host=capacity["host"],
+                    binary="stratus-compute",
+                    topic=f"compute.{capacity['host']}",
+                    broker_node=capacity.get("broker_node"),
+                )
+            return rows
+
+        try:
+            rows = await self.db.run(persist)
+        except BaseException:
+            self._unsaved = {**batch, **self._unsaved}  # next round, unless newer reports replaced them
+            raise
+        for row in rows:
+            self.view.claimed(row)
+        return len(rows)
 
     # ----- scheduling -------------------------------------------------------------------------------------------
 
@@ -130,16 +163,26 @@ class SchedulerManager:
         for f in spec.get("failures") or []:
             if f.get("attempt") == attempt - 1 and f.get("host"):
                 self.view.build_failed(f["host"])  # the newest failure of this build, counted once
-        prep = await self.db.run(lambda c: self._prepare(c, spec))
-        if prep is None:
-            LOG.info("instance %s no longer waits for scheduling; dropping the request", instance_id)
-            return
-        spec = prep.spec
-        if prep.allocation is not None:  # redelivered after a claim whose cast may not have gone out
-            host, row, lost = prep.allocation["host"], prep.row, 0
+        # Fast path: a first attempt without hints (the API says so in the spec) needs no read before the claim,
+        # whose statement itself checks that the instance still waits.
+        fast = spec.get("scheduler_hints") == {} and not spec.get("failures")
+        allocated_host = row = None
+        if not fast:
+            async with self.db.pool.acquire() as conn:  # read-only: no transaction, no BEGIN/COMMIT round trips
+                prep = await self._prepare(conn, spec)
+            if prep is None:
+                LOG.info("instance %s no longer waits for scheduling; dropping the request", instance_id)
+                return
+            spec, allocated_host, row = prep.spec, prep.allocated_host, prep.row
+        if allocated_host is not None:  # redelivered after a claim whose cast may not have gone out
+            host, lost = allocated_host, 0
         else:
             hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
             if not hosts:
+                if fast:
+                    async with self.db.pool.acquire() as conn:
+                        if await self._prepare(conn, spec) is None:
+                            return
                 await self._no_host(ctx, spec, explanations, started)
                 return
             claimed = await self._claim_first(ctx, spec, weigh(hosts, spec, self.weighers), started)
@@ -165,10 +208,9 @@ class SchedulerManager:
 
     async def _prepare(self, conn: asyncpg.Connection, spec: dict[str, Any]) -> _Prepared | None:
         """Read-only phase: is the instance still waiting; its claim if any; its group and hints resolved."""
-        row = await instances.get(conn, spec["instance_id"])
+        row = await claims.prepare(conn, spec["instance_id"])
         if row is None or row["task_state"] != TaskState.SCHEDULING or row["vm_state"] != VmState.BUILDING:
             return None
-        allocation = await compute_nodes.get_allocation(conn, spec["instance_id"])
         hints = row.get("scheduler_hints") or {}
         spec = dict(spec)
         if hints.get("group"):
@@ -190,7 +232,7 @@ class SchedulerManager:
                     list(ids),
                 )
                 spec[f"{hint}_hosts"] = {r["host"] for r in found}
-        return _Prepared(row, allocation, spec)
+        return _Prepared(row, row["allocated_host"], spec)
 
     async def _claim_first(
         self, ctx: RequestContext, spec: dict[str, Any], ranked: list, started: datetime
@@ -209,14 +251,19 @@ class SchedulerManager:
         group_id = spec["group"]["id"] if spec.get("group") else None
         lost, group_refusals = 0, []
         for candidate in [*head, *ranked[k:]]:
+            host = candidate.host
+            # Reserve in the view before awaiting the claim, so this scheduler's concurrent requests see it.
+            self.view.reserve(host, flavor["vcpus"], flavor["ram_mb"], flavor["disk_gb"])
 
-            async def claim(conn: asyncpg.Connection, host: str = candidate.host, lost: int = lost) -> tuple | None:
+            after = f" (attempt {attempt}" + (f", after {lost} lost claim race(s))" if lost else ")")
+
+            async def claim(conn: asyncpg.Connection, host: str = host, after: str = after) -> tuple:
                 node = await compute_nodes.claim(
                     conn, instance_id=instance_id, host=host, vcpus=flavor["vcpus"],
                     memory_mb=flavor["ram_mb"], disk_gb=flavor["disk_gb"], group_id=group_id,
                 )  # fmt: skip
-                if node is None:
-                    return None
+                if node is None:  # lost: learn the host's real usage (another scheduler's claims) on the way
+                    raise claims.ClaimLost(await compute_nodes.get_usage(conn, host))
                 updated = await instances.update(
                     conn,
                     instance_id,
@@ -225,37 +272,91 @@ class SchedulerManager:
                     expected_task_state=[TaskState.SCHEDULING],
                 )  # fmt: skip
                 if updated is None:  # deleted or moved on meanwhile: roll the claim back
-                    raise _Abandon()
-                details = f"chose host {node['host']} (attempt {attempt}" + (
-                    f", after {lost} lost claim race(s))" if lost else ")"
-                )
-                for result, at in (("start", started), ("Success", None)):
-                    await actions.add_event(
-                        conn, instance_id=instance_id, request_id=ctx.request_id, event=EVENT, result=result,
-                        host=self.conf.host, details=details if at is None else None, at=at,
-                    )  # fmt: skip
-                return node, updated
+                    raise claims.ClaimLost(None)
+                await self._record_event(conn, ctx, instance_id, "Success", f"chose host {host}{after}", started)
+                return True, node, updated
 
+            amounts = (flavor["vcpus"], flavor["ram_mb"], flavor["disk_gb"])
             try:
-                won = await self.db.run(claim)
-            except _Abandon:
-                return None
+                if group_id is None:
+                    won, node, updated = await self._claim_once(
+                        instance_id, host, flavor, attempt, ctx.request_id, after, started
+                    )
+                else:
+                    won, node, updated = await self.db.run(claim)
+            except claims.ClaimLost as e:
+                self.view.settle(host, *amounts, e.usage)
+                if e.usage is None:  # the instance moved on (deleted): nothing to place
+                    return None
+                won, node, updated = False, e.usage, None
             except compute_nodes.GroupPolicyViolation as e:
+                self.view.settle(host, *amounts, None)
                 group_refusals.append(str(e))
-                won = None
-            if won is not None:
-                node, updated = won
-                self.view.claimed(dict(node))
-                return node["host"], updated, lost
+                won, node = False, None
+            except BaseException:
+                self.view.settle(host, *amounts, None)
+                raise
+            else:
+                self.view.settle(host, *amounts, node)
+            if won:
+                return host, updated, lost
             lost += 1
             self.lost_races += 1
-            LOG.info("claim on %s lost for %s; trying the next host", candidate.host, instance_id)
+            LOG.info("claim on %s lost for %s; trying the next host", host, instance_id)
         why = [f"{len(ranked)} hosts passed the filters but every claim lost (to concurrent requests or their "
                f"limits changed)"]  # fmt: skip
         if group_refusals:
             why.append(f"server group guard: {group_refusals[0]}")
         await self._no_host(ctx, spec, why, started)
         return None
+
+    async def _claim_once(
+        self,
+        instance_id: str,
+        host: str,
+        flavor: dict,
+        attempt: int,
+        request_id: str,
+        after: str,
+        started: datetime,
+    ) -> tuple:
+        """The one-statement claim, outside an explicit transaction (the statement is atomic on its own).
+        Raises ``ClaimLost``; on a lost connection the statement is retried through ``Database.run``."""
+
+        async def run(conn: asyncpg.Connection) -> tuple:
+            try:
+                node, row = await claims.claim_and_assign(
+                    conn, instance_id=instance_id, host=host, flavor=flavor, attempt=attempt, request_id=request_id,
+                    event=EVENT, scheduler_host=self.conf.host, details=("chose host ", after), started=started,
+                )  # fmt: skip
+            except claims.ClaimLost as e:
+                if e.claimed:  # the instance moved on within the statement: give the claim back
+                    await compute_nodes.release(conn, instance_id)
+                raise
+            return True, node, row
+
+        try:
+            async with self.db.pool.acquire() as conn:
+                return await run(conn)
+        except RETRYABLE:
+            return await self.db.run(run)
+
+    async def _record_event(
+        self,
+        conn: asyncpg.Connection,
+        ctx: RequestContext,
+        instance_id: str,
+        result: str,
+        details: str,
+        started: datetime,
+    ) -> None:
+        """This scheduler's event, start and finish at once, in one statement (it is the event's only writer)."""
+        await conn.execute(
+            "INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)"
+            " SELECT id, $3, $4, $5, $6, $7, now() FROM instance_actions WHERE instance_id = $1"
+            " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1",
+            instance_id, ctx.request_id, EVENT, self.conf.host, result, details, started,
+        )  # fmt: skip
 
     async def _no_host(
         self, ctx: RequestContext, spec: dict[str, Any], explanations: list[str], started: datetime
@@ -279,27 +380,5 @@ class SchedulerManager:
                 f"attempt {f['attempt']} on {f['host']} failed at {f['step']}: {f['reason']}" for f in failures
             )
         LOG.warning("instance %s: %s", spec["instance_id"], message)
-        await self._event(ctx, spec["instance_id"], "start", at=started)
-        await self._event(ctx, spec["instance_id"], "Error", message)
+        await self.db.run(lambda c: self._record_event(c, ctx, spec["instance_id"], "Error", message, started))
         await set_error(self.db, ctx, spec["instance_id"], message, code=500, host=None)
-
-    async def _event(
-        self, ctx: RequestContext, instance_id: str, result: str, details: str | None = None, at: datetime | None = None
-    ) -> None:
-        """An event of this scheduler (its host); which compute host it chose is in ``details``."""
-        await self.db.run(
-            lambda c: actions.add_event(
-                c,
-                instance_id=instance_id,
-                request_id=ctx.request_id,
-                event=EVENT,
-                result=result,
-                host=self.conf.host,
-                details=details,
-                at=at,
-            )
-        )
-
-
-class _Abandon(Exception):
-    """The instance left the scheduling state while we claimed: roll back."""

@@ -31,12 +31,19 @@ class BaseWeigher:
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         raise NotImplementedError
 
+    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
+        raw = self.raw
+        return [raw(h, spec) for h in hosts]
+
 
 class RAMWeigher(BaseWeigher):
     name, option = "RAMWeigher", "ram_weight_multiplier"
 
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_memory_mb
+
+    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
+        return [h.memory_mb_limit - h.memory_mb_used for h in hosts]
 
 
 class CPUWeigher(BaseWeigher):
@@ -46,6 +53,9 @@ class CPUWeigher(BaseWeigher):
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_vcpus
 
+    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
+        return [h.vcpus_limit - h.vcpus_used for h in hosts]
+
 
 class DiskWeigher(BaseWeigher):
     name, option = "DiskWeigher", "disk_weight_multiplier"
@@ -53,6 +63,9 @@ class DiskWeigher(BaseWeigher):
 
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_disk_gb
+
+    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
+        return [h.local_gb_limit - h.local_gb_used for h in hosts]
 
 
 class NumInstancesWeigher(BaseWeigher):
@@ -63,6 +76,9 @@ class NumInstancesWeigher(BaseWeigher):
 
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.running_vms
+
+    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
+        return [h.running_vms for h in hosts]
 
 
 def _soft_group(spec: dict[str, Any], policy: str) -> bool:
@@ -134,8 +150,7 @@ def weigh(hosts: list[HostState], spec: dict[str, Any], weighers: list[BaseWeigh
     for w in weighers:
         if not w.applies(spec):
             continue
-        raw = w.raw
-        values = [raw(h, spec) for h in hosts]
+        values = w.raw_all(hosts, spec)
         lo, hi = min(values), max(values)
         if hi == lo:
             continue

@@ -337,6 +337,7 @@ def request_spec(row: Mapping[str, Any]) -> dict[str, Any]:
         "image": row["image"],
         "networks": row["requested_networks"],
         "availability_zone": row["availability_zone"],
+        "scheduler_hints": row.get("scheduler_hints") or {},
         "attempt": 1,
         "excluded_hosts": [],
         "failures": [],
