@@ -10,6 +10,7 @@
 #   STRATUS-GUEST: booted
 #   STRATUS-GUEST: ip=<addr>          or  STRATUS-GUEST: no-dhcp
 #   STRATUS-GUEST: hostname=<name>    and STRATUS-GUEST: ssh-key=<n>   (or STRATUS-GUEST: no-metadata)
+#   STRATUS-GUEST: user-data-start ... user-data-end rc=<n>   (user data starting with #! runs as a script)
 #   STRATUS-GUEST: ready
 #
 # No loop device, no mount, no root-only tool is needed except mknod for /dev/console (optional: /init
@@ -180,7 +181,8 @@ have_ip=0
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
     # 5 discover attempts 1 s apart; on a lease udhcpc runs the script and stays in the background to renew.
-    if udhcpc -i eth0 -s /etc/udhcpc.script -t 5 -T 1 -A 1 -n -p /run/udhcpc.pid >/tmp/udhcpc.log 2>&1; then
+    # -O staticroutes: ask for option 121 (the route to 169.254.169.254 via the network's DHCP port).
+    if udhcpc -i eth0 -s /etc/udhcpc.script -O staticroutes -t 5 -T 1 -A 1 -n -p /run/udhcpc.pid >/tmp/udhcpc.log 2>&1; then
         have_ip=1
     else
         marker no-dhcp
@@ -217,8 +219,17 @@ if [ $have_ip = 1 ]; then
         [ -n "$uuid" ] && marker "uuid=$uuid"
         marker "hostname=$(hostname)"
         marker "ssh-key=$(grep -c . /root/.ssh/authorized_keys)"
+        # User data that is a script runs once, its output on the console between markers (cloud-init's
+        # runcmd, in small): tests drive a guest through it.
+        if timeout 5 wget -q -O /tmp/user-data http://169.254.169.254/openstack/latest/user_data 2>/dev/null &&
+            head -c 2 /tmp/user-data | grep -q '^#!'; then
+            marker user-data-start
+            sh /tmp/user-data 2>&1
+            marker "user-data-end rc=$?"
+        fi
     else
         marker no-metadata
+        ip -4 route  # for diagnosis: is there a route to 169.254.169.254?
     fi
 fi
 

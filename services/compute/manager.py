@@ -26,6 +26,7 @@ from oslo_config import cfg
 from common.context import RequestContext
 from common.db.instances import PowerState, TaskState, VmState
 from common.exceptions import StratusError
+from services.compute import firewall as fw
 from services.compute.imagecache import ImageCache
 from services.compute.resource_tracker import ResourceTracker
 from services.compute.virt.driver import ComputeDriver, Guest, InstanceInfo, Vif
@@ -77,6 +78,7 @@ class ComputeManager:
         image_cache: ImageCache,
         *,
         broker_node: Callable[[], str | None] = lambda: None,
+        firewall: fw.NftFirewall | fw.NoopFirewall | None = None,
     ) -> None:
         self.conf = conf
         self.host = host
@@ -86,6 +88,7 @@ class ComputeManager:
         self.image_cache = image_cache
         self.resources = ResourceTracker(conf, host, driver)
         self._broker_node = broker_node
+        self.firewall = firewall or fw.for_host(conf.compute.connection_uri, host, str(conf.state_path))
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @contextlib.asynccontextmanager
@@ -193,6 +196,8 @@ class ComputeManager:
                     networks=request_spec.get("networks") or [],
                 )
                 guest = dataclasses.replace(guest, vifs=tuple(Vif.from_port(p) for p in ports))
+                # Anti-spoofing and security groups are in place before the guest sends its first frame.
+                await self.sync_firewall(ctx)
             # Guarded: casts may be applied out of order, and this one must never undo ACTIVE.
             await self.conductor.instance_update(
                 ctx,
@@ -274,6 +279,7 @@ class ComputeManager:
             try:
                 await self.driver.destroy(instance_id)
                 await self.network.deallocate_for_instance(ctx, instance_id=instance_id)
+                await self._sync_firewall_quietly(ctx)
             except Exception as e:  # recorded on the instance; the user retries the delete
                 reason = f"terminate on host {self.host}: {_describe(e)}"
                 LOG.warning("instance %s: %s", instance_id, reason)
@@ -367,9 +373,30 @@ class ComputeManager:
     async def report_capacity(self, ctx: RequestContext | None = None) -> dict[str, Any]:
         """Publish this host's capacity to every scheduler and return it. Safe to call any time (it is also
         dispatchable, as "report now"); may raise when the broker does not take the report."""
+        # The periodic report also heals the firewall: rebuilt after a restart, group members refreshed.
+        await self._sync_firewall_quietly(ctx or RequestContext.admin())
         report = await self.resources.capacity_report(self._broker_node())
         await self.conductor.report_capacity(ctx or RequestContext.admin(), capacity=report)
         return report
+
+    async def sync_firewall(self, ctx: RequestContext) -> None:
+        """Make this host's nftables rules match the network service's view of its ports. Idempotent; may raise.
+
+        A no-op (and no RPC) where the driver has no real guest traffic (``test:///``).
+        """
+        if self.firewall.enabled:
+            await self.firewall.apply(await self.network.get_host_ports(ctx, host=self.host))
+
+    async def _sync_firewall_quietly(self, ctx: RequestContext) -> None:
+        """For paths where stale rules are harmless until the next periodic sync (a deleted port's tap is gone)."""
+        try:
+            await self.sync_firewall(ctx)
+        except Exception as e:
+            LOG.warning("firewall refresh of %s failed (the next report retries): %s", self.host, e)
+
+    async def get_firewall_counters(self, ctx: RequestContext) -> dict[str, dict[str, int]]:
+        """Call. Packets counted by each drop rule, per port chain: ``{chain: {reason: packets}}`` (diagnosis)."""
+        return await self.firewall.counters()
 
     async def _report_quietly(self, ctx: RequestContext) -> None:
         """Report after a change; a lost report is healed by the next periodic one, so failures only log."""

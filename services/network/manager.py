@@ -22,7 +22,7 @@ from common.context import RequestContext
 from common.db import networks as db_networks
 from common.db.pool import Database
 
-__all__ = ["NetworkManager", "port_info"]
+__all__ = ["NetworkManager", "port_info", "firewall_ports"]
 
 LOG = logging.getLogger(__name__)
 
@@ -49,6 +49,75 @@ def port_info(
         "cidr": str(first["cidr"]) if first is not None else None,
         "gateway_ip": str(gateway).split("/")[0] if gateway is not None else None,
     }
+
+
+async def firewall_ports(conn: asyncpg.Connection, host: str) -> list[dict[str, Any]]:
+    """What a compute host needs to filter its guests' ports: every compute port bound to ``host``.
+
+    Each: ``{"id", "network_id", "mac_address", "tap", "bridge", "ips", "dhcp_ips",
+    "security_groups": [{"id", "rules"}], "remote_group_ips": {group_id: [ips]}}``. Until security groups have
+    their own tables every port is in its project's derived ``default`` group (egress anywhere, ingress only
+    from members of the same group), whose members are the addresses of the project's compute ports.
+    """
+    from services.api.network.security_groups import default_group
+
+    ports = await conn.fetch(
+        "SELECT p.id, p.network_id, p.project_id, p.mac_address, n.bridge, "
+        "array_agg(host(a.ip_address) ORDER BY a.ip_address) FILTER (WHERE a.ip_address IS NOT NULL) AS ips "
+        "FROM ports p JOIN networks n ON n.id = p.network_id LEFT JOIN ip_allocations a ON a.port_id = p.id "
+        "WHERE p.binding_host = $1 AND p.device_owner LIKE 'compute:%' GROUP BY p.id, n.bridge ORDER BY p.id",
+        host,
+    )
+    if not ports:
+        return []
+    projects = sorted({p["project_id"] for p in ports})
+    networks = sorted({p["network_id"] for p in ports})
+    members: dict[str, list[str]] = {}
+    for r in await conn.fetch(
+        "SELECT p.project_id, host(a.ip_address) AS ip FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
+        "WHERE p.project_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' ORDER BY a.ip_address",
+        projects,
+    ):
+        members.setdefault(r["project_id"], []).append(r["ip"])
+    dhcp: dict[str, list[str]] = {}
+    for r in await conn.fetch(
+        "SELECT p.network_id, host(a.ip_address) AS ip FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
+        "WHERE p.network_id = ANY($1::text[]) AND p.device_owner = 'network:dhcp'",
+        networks,
+    ):
+        dhcp.setdefault(r["network_id"], []).append(r["ip"])
+    result = []
+    for p in ports:
+        group = default_group(p["project_id"])
+        rules = [
+            {
+                k: r[k]
+                for k in (
+                    "direction",
+                    "ethertype",
+                    "protocol",
+                    "port_range_min",
+                    "port_range_max",
+                    "remote_ip_prefix",
+                    "remote_group_id",
+                )
+            }  # fmt: skip
+            for r in group["security_group_rules"]
+        ]
+        result.append(
+            {
+                "id": p["id"],
+                "network_id": p["network_id"],
+                "mac_address": str(p["mac_address"]),
+                "tap": f"tap{p['id'][:11]}",
+                "bridge": p["bridge"],
+                "ips": list(p["ips"] or []),
+                "dhcp_ips": dhcp.get(p["network_id"], []),
+                "security_groups": [{"id": group["id"], "rules": rules}],
+                "remote_group_ips": {group["id"]: members.get(p["project_id"], [])},
+            }
+        )
+    return result
 
 
 def _in_request_order(ports: Sequence[Mapping[str, Any]], networks: Sequence[Any]) -> list[Mapping[str, Any]]:
@@ -178,6 +247,10 @@ class NetworkManager:
         subnet_ids = list({f["subnet_id"] for fl in ips.values() for f in fl})
         subnets = {r["id"]: r for r in await conn.fetch("SELECT * FROM subnets WHERE id = ANY($1::text[])", subnet_ids)}
         return [port_info(p, nets[p["network_id"]], ips[p["id"]], subnets) for p in ports]
+
+    async def get_host_ports(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        """Call. The firewall view of every guest port bound to ``host`` (see ``firewall_ports``). Read-only."""
+        return await self.db.run(lambda conn: firewall_ports(conn, host))
 
     async def deallocate_for_instance(self, ctx: RequestContext, instance_id: str) -> dict[str, list[str]]:
         """Release what ``instance_id`` holds: delete the ports made for it, unbind the user's ports it was given.

@@ -18,7 +18,7 @@ class NetworkAPI:
     TOPIC = "network"
     # Bump the minor version for a compatible addition (a new optional argument), the major one otherwise; the
     # envelope carries the wire version.
-    VERSION = "1.0"
+    VERSION = "1.1"  # 1.1: get_host_ports
 
     def __init__(self, client: RpcClient, timeout: float | None = None) -> None:
         """``timeout``: seconds each call waits for its reply (default ``[messaging] rpc_timeout``)."""
@@ -51,6 +51,12 @@ class NetworkAPI:
             host=host,
             networks=networks,
         )
+
+    async def get_host_ports(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        """The firewall view of every guest port bound to ``host``: ``[{"id", "network_id", "mac_address", "tap",
+        "bridge", "ips", "dhcp_ips", "security_groups": [{"id", "rules"}], "remote_group_ips": {group_id: [ips]}}]``.
+        A compute calls it to (re)build its per-port nftables rules. Read-only."""
+        return await self.client.call(self.TOPIC, "get_host_ports", ctx, timeout=self.timeout, host=host)
 
     async def deallocate_for_instance(self, ctx: RequestContext, instance_id: str) -> dict[str, list[str]]:
         """Delete the ports made for ``instance_id``, unbind the user's own ports. Idempotent.

@@ -1,3 +1,4 @@
+import asyncio
 import os
 import subprocess
 import tempfile
@@ -5,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from services.compute import firewall
+from services.network import dhcp
 from tests.fixtures.cloud import Cloud
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +30,19 @@ def qemu_cloud(postgres, rabbit, libvirtd, guest_image):
         c = Cloud(Path(tmp), postgres, rabbit, compute_hosts=1, connection_uri="qemu:///system",
                   compute_overrides={"virt_type": "auto", "vcpus": 2, "memory_mb": 4096, "local_gb": 20,
                                      "reserved_host_memory_mb": 0},
-                  image_file=guest_image)  # fmt: skip
-        c.start(timeout=90)
+                  image_file=guest_image,
+                  # The network service is the network node: dnsmasq and metadata per network namespace.
+                  extra_config={"network": {"serve_dhcp": "true", "dhcp_resync_interval": 5}})  # fmt: skip
         try:
+            c.start(timeout=90)
             yield c
         finally:
             c.stop()
+            # dnsmasq and the metadata servers outlive the network service by design: remove them with their
+            # namespaces, veths and bridges.
+            asyncio.run(dhcp.teardown_all(Path(tmp) / "state"))
+            table = firewall.table_name("compute", str(Path(tmp) / "state"))
+            for family in ("bridge", "inet"):
+                subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
             for net in c.bridges:
                 subprocess.run(["ip", "link", "del", net], capture_output=True)

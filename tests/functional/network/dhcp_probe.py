@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--dev", required=True)
     ap.add_argument("--mac", required=True)
     ap.add_argument("--expect-ip", required=True)
+    ap.add_argument("--expect-dns", help="the address --name resolves to (default: --expect-ip)")
     ap.add_argument("--server", required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--duration", type=float, default=10.0)
@@ -106,7 +107,7 @@ def main() -> None:
         qid = random.getrandbits(16)
         try:
             got = exchange(dns, dns_query(args.name, qid), (args.server, 53), lambda p, q=qid: dns_answer_ip(p, q))
-            result("dns", got == args.expect_ip, f"answer {got}")
+            result("dns", got == (args.expect_dns or args.expect_ip), f"answer {got}")
         except OSError as e:
             result("dns", False, str(e))
         time.sleep(args.interval)
