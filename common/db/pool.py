@@ -25,6 +25,9 @@ RETRYABLE = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.ConnectionFailureError,
+    # Seen when the server shuts down mid-operation ("cannot switch to state 15; another operation is in
+    # progress"): the connection is unusable and is dropped; a fresh one on the retry works.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

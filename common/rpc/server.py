@@ -9,9 +9,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from common import exceptions
+from common.db.pool import RETRYABLE as DB_RETRYABLE
 from common.rpc import envelope
 
 if TYPE_CHECKING:
@@ -20,6 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["dlq_name", "serve_fanout", "serve_topic"]
 
 LOG = logging.getLogger(__name__)
+
+# A cast whose handler failed on one of these met an outage (database restarting, broker failing over), not a
+# fault of the message: it goes back to its queue to run again (handlers are idempotent) rather than being
+# acked and lost. The quorum queue's delivery limit still dead-letters a message that keeps failing.
+TRANSIENT = (exceptions.ServiceUnavailable, asyncpg.PostgresConnectionError, *DB_RETRYABLE)
+REQUEUE_DELAY = 1.0
 
 
 def dlq_name(topic: str) -> str:
@@ -80,6 +88,18 @@ class Dispatcher:
             try:
                 result = await fn(req.ctx, **req.args)
                 reply = envelope.encode_result(result)
+            except TRANSIENT as e:
+                if message.reply_to:
+                    # The caller sees ServiceUnavailable (retryable), not a database driver's class name.
+                    LOG.warning("%s.%s failed: %s", self.label, req.method, e)
+                    if not isinstance(e, exceptions.StratusError):
+                        e = exceptions.ServiceUnavailable(f"{self.label}.{req.method}: {type(e).__name__}: {e}")
+                    reply = envelope.encode_error(e)
+                else:
+                    LOG.warning("%s.%s met an outage (%s); requeueing it", self.label, req.method, e)
+                    await asyncio.sleep(REQUEUE_DELAY)
+                    await message.nack(requeue=True)
+                    return
             except TypeError as e:
                 # Wrong arguments for the method: the message is at fault, not the service.
                 if message.reply_to is None and "argument" in str(e):

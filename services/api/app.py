@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from common import exceptions
 from common.context import RequestContext, generate_request_id
+from common.db.pool import RETRYABLE as DB_RETRYABLE
 from common.db.pool import Database
 from common.rpc import RpcClient, Transport
 from services.api.auth import TokenSigner
@@ -44,6 +45,12 @@ TRANSPORT = web.AppKey("transport", Transport)
 RPC = web.AppKey("rpc", RpcClient)
 SIGNER = web.AppKey("signer", TokenSigner)
 DRAINING = web.AppKey("draining", asyncio.Event)
+DB_LAST_OK = web.AppKey("db_last_ok", list)  # [monotonic time of the last successful database probe]
+
+# A database unreachable for less than this still counts as reachable in /healthcheck: a restart (~1 s) is
+# ridden out by the handlers' retries (Database.run), while failing the check would take every API node out of
+# HAProxy at once and turn those retries into 503s for everyone.
+DB_GRACE_SECONDS = 3.0
 
 REQUESTS = Counter("stratus_api_requests_total", "API requests", ["method", "status"])
 LATENCY = Histogram("stratus_api_request_seconds", "API request latency", ["method"])
@@ -117,13 +124,16 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
             else f"Method {request.method} is not allowed for {request.path}"
         )
         resp = web.json_response({title: {"code": e.status, "message": msg}}, status=e.status)
-    except (asyncpg.PostgresConnectionError, OSError) as e:
+    except (asyncpg.PostgresConnectionError, *DB_RETRYABLE) as e:
+        # A handler that used db.transaction() directly (no retry) met a restarting or lost database: a clean
+        # 503 the client may retry, never a 500.
         status = 503
         LOG.error("%s %s: database unavailable: %s", request.method, request.path, e)
         resp = error_response(
             exceptions.ServiceUnavailable(f"The database is unavailable; retry later (request {request_id})."),
             request_id,
         )
+        resp.headers["Retry-After"] = "1"
     except Exception:
         status = 500
         LOG.exception("%s %s failed unexpectedly", request.method, request.path)
@@ -133,6 +143,9 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
             ),
             request_id,
         )
+    if request.app[DRAINING].is_set():
+        # No keep-alive while draining: the load balancer must not reuse a connection to a node about to close.
+        resp.force_close()
     resp.headers["x-openstack-request-id"] = request_id
     resp.headers["x-compute-request-id"] = request_id
     REQUESTS.labels(request.method, str(status)).inc()
@@ -142,15 +155,19 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
 
 @public
 async def healthcheck(request: web.Request) -> web.Response:
-    """200 only when this node reaches the database and the broker, 503 while draining before shutdown."""
+    """200 only when this node reaches the database (allowing a blip of ``DB_GRACE_SECONDS``) and the broker,
+    503 while draining before shutdown."""
     app = request.app
     problems = []
     if app[DRAINING].is_set():
         problems.append("draining")
+    now = time.monotonic()
     try:
         await asyncio.wait_for(app[DB].ping(), 2)
-    except Exception as e:  # any failure of the probe means unhealthy
-        problems.append(f"database: {e or type(e).__name__}")
+        app[DB_LAST_OK][0] = now
+    except Exception as e:  # any failure of the probe means unreachable; unhealthy once past the grace
+        if now - app[DB_LAST_OK][0] > DB_GRACE_SECONDS:
+            problems.append(f"database: {e or type(e).__name__}")
     if not app[TRANSPORT].connected:
         problems.append("broker: not connected")
     if problems:
@@ -190,6 +207,7 @@ def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.
     app[RPC] = transport.client()
     app[SIGNER] = TokenSigner(conf.api.token_secret, conf.api.token_ttl)
     app[DRAINING] = asyncio.Event()
+    app[DB_LAST_OK] = [time.monotonic()]
     app.router.add_get("/", root)
     app.router.add_get("/healthcheck", healthcheck)
     app.router.add_get("/metrics", metrics)
