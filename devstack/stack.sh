@@ -34,7 +34,7 @@ exec 9>"$STRATUS_RUN/stack.lock"
 flock -n 9 || die "another stack.sh or unstack.sh is running (lock $STRATUS_RUN/stack.lock)"
 save_stack_env
 log "Stratus devstack: repo $STRATUS_REPO, data $STRATUS_DATA, $(have_systemd && echo systemd || echo 'no systemd: supervise.sh')"
-log "layout: $STRATUS_RABBIT_NODES broker node(s), $STRATUS_API_NODES API node(s), services: $STRATUS_SERVICES"
+log "layout: $STRATUS_RABBIT_NODES broker node(s), $STRATUS_API_NODES API node(s), $STRATUS_SCHEDULERS scheduler(s), services: $STRATUS_SERVICES"
 
 phase "prerequisites (apt)" "$DEVSTACK_DIR/tools/install-prereqs.sh"
 phase "virtualenv + pip install" install_stratus

@@ -10,7 +10,7 @@ HAPROXY_TEMPLATE=${HAPROXY_TEMPLATE:-$STRATUS_REPO/etc/haproxy/haproxy.cfg.templ
 haproxy_api_servers() {
     local i n=$1
     for ((i = 1; i <= n; i++)); do
-        printf '    server api-%d %s:%d check inter 1s fall 2 rise 2\n' "$i" "$STRATUS_BIND" $((STRATUS_API_PORT + i - 1))
+        printf '    server api-%d %s:%d check inter 500ms fastinter 200ms fall 2 rise 2\n' "$i" "$STRATUS_BIND" $((STRATUS_API_PORT + i - 1))
     done
 }
 

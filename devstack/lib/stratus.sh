@@ -63,6 +63,10 @@ transport_url = $(rabbit_transport_url)
 state_path = $STRATUS_DATA/state
 debug = $STRATUS_DEBUG
 
+[messaging]
+failover_strategy = $STRATUS_FAILOVER_STRATEGY
+preferred_node_check_interval = 30
+
 [database]
 connection = postgresql://$STRATUS_DB_USER:$STRATUS_DB_PASSWORD@$STRATUS_BIND:$STRATUS_PG_PORT/$STRATUS_DB_NAME
 
@@ -84,6 +88,12 @@ EOF
     for ((i = 2; i <= STRATUS_API_NODES; i++)); do
         printf '# API node %d (devstack/stack.sh)\n[api]\nlisten_port = %d\n' "$i" $((STRATUS_API_PORT + i - 1)) \
             >"$STRATUS_CONF_DIR/api-$i.conf"
+    done
+    # Schedulers 2..N differ only in their host name (one services row each, so status shows each one).
+    rm -f "$STRATUS_CONF_DIR"/scheduler-*.conf
+    for ((i = 2; i <= STRATUS_SCHEDULERS; i++)); do
+        printf '# scheduler %d (devstack/stack.sh)\n[DEFAULT]\nhost = %s-scheduler-%d\n' "$i" "$STRATUS_HOST" "$i" \
+            >"$STRATUS_CONF_DIR/scheduler-$i.conf"
     done
 }
 
@@ -126,10 +136,11 @@ bootstrap_cloud() {
 }
 
 # --- services -----------------------------------------------------------------------------------------
-# Daemon names: api (node 1), api-2 ... api-N, scheduler, compute, network. Units stratus-<name> under
+# Daemon names: api (node 1), api-2 ... api-N, scheduler, scheduler-2 ... scheduler-N, compute, network. Units stratus-<name> under
 # systemd; supervised processes with $STRATUS_RUN/<name>.pid otherwise. Logs: $STRATUS_LOGS/<name>.log
 # (the service's own) and <name>.out (its stdout/stderr: tracebacks from before logging is set up).
 api_node_name() { if [ "$1" = 1 ]; then echo api; else echo "api-$1"; fi; }
+scheduler_name() { if [ "$1" = 1 ]; then echo scheduler; else echo "scheduler-$1"; fi; }
 
 # The log-file flag: oslo.log's spelling is --log-file; an option registered as "log_file" is --log_file.
 # Asked once from stratus-api --help so either spelling works.
@@ -176,7 +187,12 @@ start_stratus_services() {
     # A re-run restarts everything with the current code and configuration.
     stop_stratus_services
     # Scheduler first: it hosts the conductor the computes report to.
-    for svc in scheduler network compute; do
+    if service_enabled scheduler; then
+        for ((i = 1; i <= STRATUS_SCHEDULERS; i++)); do
+            start_stratus_service scheduler "$(scheduler_name "$i")"
+        done
+    fi
+    for svc in network compute; do
         service_enabled "$svc" && start_stratus_service "$svc"
     done
     if service_enabled api; then
@@ -197,7 +213,13 @@ stop_stratus_services() {
         if daemon_running "$name" || [ -e "$STRATUS_RUN/$name.supervisor.pid" ]; then api+=("$name"); fi
     done
     [ "${#api[@]}" -eq 0 ] || stop_daemons "${api[@]}"
-    stop_daemons compute network scheduler
+    stop_daemons compute network
+    local -a sched=(scheduler)
+    for ((i = 2; i <= 9; i++)); do
+        name=$(scheduler_name "$i")
+        if daemon_running "$name" || [ -e "$STRATUS_RUN/$name.supervisor.pid" ]; then sched+=("$name"); fi
+    done
+    stop_daemons "${sched[@]}"
 }
 
 api_healthy() {
