@@ -20,6 +20,7 @@ from oslo_config import cfg
 from common import exceptions
 from common.context import RequestContext
 from common.db import networks as db_networks
+from common.db import security_groups as db_sg
 from common.db.pool import Database
 
 __all__ = ["NetworkManager", "port_info", "firewall_ports"]
@@ -55,12 +56,10 @@ async def firewall_ports(conn: asyncpg.Connection, host: str) -> list[dict[str, 
     """What a compute host needs to filter its guests' ports: every compute port bound to ``host``.
 
     Each: ``{"id", "network_id", "mac_address", "tap", "bridge", "ips", "dhcp_ips",
-    "security_groups": [{"id", "rules"}], "remote_group_ips": {group_id: [ips]}}``. Until security groups have
-    their own tables every port is in its project's derived ``default`` group (egress anywhere, ingress only
-    from members of the same group), whose members are the addresses of the project's compute ports.
+    "security_groups": [{"id", "rules"}], "remote_group_ips": {group_id: [ips]}}``: the port's groups (its
+    project's 'default' one when it names none) with their rules, and the IPv4 members of every group a rule
+    refers to.
     """
-    from services.api.network.security_groups import default_group
-
     ports = await conn.fetch(
         "SELECT p.id, p.network_id, p.project_id, p.mac_address, n.bridge, "
         "array_agg(host(a.ip_address) ORDER BY a.ip_address) FILTER (WHERE a.ip_address IS NOT NULL) AS ips "
@@ -70,54 +69,43 @@ async def firewall_ports(conn: asyncpg.Connection, host: str) -> list[dict[str, 
     )
     if not ports:
         return []
-    projects = sorted({p["project_id"] for p in ports})
-    networks = sorted({p["network_id"] for p in ports})
-    members: dict[str, list[str]] = {}
-    for r in await conn.fetch(
-        "SELECT p.project_id, host(a.ip_address) AS ip FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
-        "WHERE p.project_id = ANY($1::text[]) AND p.device_owner LIKE 'compute:%' ORDER BY a.ip_address",
-        projects,
-    ):
-        members.setdefault(r["project_id"], []).append(r["ip"])
+    for project_id in sorted({p["project_id"] for p in ports}):
+        await db_sg.ensure_default(conn, project_id)
+    groups = await db_sg.groups_of_ports(conn, ports)
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for r in await db_sg.list_rules(conn, sorted({g for gs in groups.values() for g in gs})):
+        rule = {k: r[k] for k in ("direction", "ethertype", "protocol", "port_range_min", "port_range_max",
+                                  "remote_group_id")}  # fmt: skip
+        rule["remote_ip_prefix"] = str(r["remote_ip_prefix"]) if r["remote_ip_prefix"] is not None else None
+        rules.setdefault(r["security_group_id"], []).append(rule)
+    remote = sorted({r["remote_group_id"] for rs in rules.values() for r in rs if r["remote_group_id"]})
+    members = await db_sg.members(conn, remote)
     dhcp: dict[str, list[str]] = {}
     for r in await conn.fetch(
         "SELECT p.network_id, host(a.ip_address) AS ip FROM ports p JOIN ip_allocations a ON a.port_id = p.id "
         "WHERE p.network_id = ANY($1::text[]) AND p.device_owner = 'network:dhcp'",
-        networks,
+        sorted({p["network_id"] for p in ports}),
     ):
         dhcp.setdefault(r["network_id"], []).append(r["ip"])
-    result = []
-    for p in ports:
-        group = default_group(p["project_id"])
-        rules = [
-            {
-                k: r[k]
-                for k in (
-                    "direction",
-                    "ethertype",
-                    "protocol",
-                    "port_range_min",
-                    "port_range_max",
-                    "remote_ip_prefix",
-                    "remote_group_id",
-                )
-            }  # fmt: skip
-            for r in group["security_group_rules"]
-        ]
-        result.append(
-            {
-                "id": p["id"],
-                "network_id": p["network_id"],
-                "mac_address": str(p["mac_address"]),
-                "tap": f"tap{p['id'][:11]}",
-                "bridge": p["bridge"],
-                "ips": list(p["ips"] or []),
-                "dhcp_ips": dhcp.get(p["network_id"], []),
-                "security_groups": [{"id": group["id"], "rules": rules}],
-                "remote_group_ips": {group["id"]: members.get(p["project_id"], [])},
-            }
-        )
-    return result
+    return [
+        {
+            "id": p["id"],
+            "network_id": p["network_id"],
+            "mac_address": str(p["mac_address"]),
+            "tap": f"tap{p['id'][:11]}",
+            "bridge": p["bridge"],
+            "ips": list(p["ips"] or []),
+            "dhcp_ips": dhcp.get(p["network_id"], []),
+            "security_groups": [{"id": g, "rules": rules.get(g, [])} for g in groups[p["id"]]],
+            "remote_group_ips": {
+                g: members.get(g, [])
+                for g in {
+                    r["remote_group_id"] for g2 in groups[p["id"]] for r in rules.get(g2, []) if r["remote_group_id"]
+                }
+            },  # fmt: skip
+        }
+        for p in ports
+    ]
 
 
 def _in_request_order(ports: Sequence[Mapping[str, Any]], networks: Sequence[Any]) -> list[Mapping[str, Any]]:
@@ -249,7 +237,7 @@ class NetworkManager:
         return [port_info(p, nets[p["network_id"]], ips[p["id"]], subnets) for p in ports]
 
     async def get_host_ports(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
-        """Call. The firewall view of every guest port bound to ``host`` (see ``firewall_ports``). Read-only."""
+        """Call. The firewall view of every guest port bound to ``host`` (see ``firewall_ports``). Idempotent."""
         return await self.db.run(lambda conn: firewall_ports(conn, host))
 
     async def deallocate_for_instance(self, ctx: RequestContext, instance_id: str) -> dict[str, list[str]]:

@@ -240,6 +240,36 @@ def test_spoofing_and_rogue_dhcp_are_dropped_metadata_is_private(two_guests, qem
     assert seen_by_a["icmp-in"] > 0, seen_by_a  # the watch works: B's legitimate pings reached A
 
 
+def _ping_until(client: ClientNs, ip: str, want_ok: bool, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (client.run("busybox", "ping", "-c", "1", "-W", "1", ip).returncode == 0) == want_ok:
+            return True
+    return False
+
+
+def test_security_group_rules_allow_and_deny_as_configured(two_guests):
+    g = two_guests
+    conn = g["conn"]
+    group = conn.network.create_security_group(name="int-icmp-from-240")
+    rule = conn.network.create_security_group_rule(security_group_id=group.id, direction="ingress",
+                                                   protocol="icmp", remote_ip_prefix="10.99.0.240/32")  # fmt: skip
+    bridge = f"brq{g['net'].id[:11]}"
+    allowed, other = ClientNs(bridge, "10.99.0.240"), ClientNs(bridge, "10.99.0.241")
+    try:
+        assert _ping_until(allowed, g["a_ip"], want_ok=False, timeout=5)  # default group: strangers denied
+        conn.network.update_port(g["a_port"].id, security_groups=[group.id])
+        assert _ping_until(allowed, g["a_ip"], want_ok=True), "ICMP from 10.99.0.240/32 should now be allowed"
+        assert _ping_until(other, g["a_ip"], want_ok=False, timeout=5), "10.99.0.241 is outside the rule's CIDR"
+        conn.network.delete_security_group_rule(rule.id)
+        assert _ping_until(allowed, g["a_ip"], want_ok=False), "the rule is gone: ICMP denied again"
+    finally:
+        allowed.close()
+        other.close()
+        conn.network.update_port(g["a_port"].id, security_groups=["default"])
+    conn.network.delete_security_group(group.id)
+
+
 def test_deleting_guests_removes_their_rules(two_guests, qemu_cloud):
     g = two_guests
     conn = g["conn"]

@@ -11,6 +11,7 @@ from aiohttp import web
 from common import exceptions
 from common.context import RequestContext
 from common.db import networks as db
+from common.db import security_groups as db_sg
 from services.api.app import CONF, DB, ctx
 from services.api.network.common import (
     body_of,
@@ -89,8 +90,16 @@ UPDATE_ATTRS = CREATE_ATTRS - {"network_id", "project_id", "tenant_id"}
 READ_ONLY = {"id", "network_id", "project_id", "tenant_id", "status", "created_at", "updated_at", "revision_number"}
 
 
-def port_view(row: Mapping[str, Any], fixed_ips: Sequence[Mapping[str, str]], *, admin: bool) -> dict[str, Any]:
-    """A ``ports`` row as Neutron shows a port; ``binding:*`` attributes only to admins, as Neutron does."""
+def port_view(
+    row: Mapping[str, Any],
+    fixed_ips: Sequence[Mapping[str, str]],
+    *,
+    admin: bool,
+    security_groups: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A ``ports`` row as Neutron shows a port; ``binding:*`` attributes only to admins, as Neutron does.
+
+    ``security_groups``: the port's groups (default: its project's 'default' group)."""
     view = {
         "id": row["id"],
         "name": row["name"],
@@ -105,7 +114,7 @@ def port_view(row: Mapping[str, Any], fixed_ips: Sequence[Mapping[str, str]], *,
         "device_owner": row["device_owner"],
         "fixed_ips": [dict(f) for f in fixed_ips],
         "dns_name": row["dns_name"],
-        "security_groups": [default_sg_id(row["project_id"])],
+        "security_groups": list(security_groups or [default_sg_id(row["project_id"])]),
         "port_security_enabled": True,
         "allowed_address_pairs": [],
         "extra_dhcp_opts": [],
@@ -130,15 +139,10 @@ def port_view(row: Mapping[str, Any], fixed_ips: Sequence[Mapping[str, str]], *,
     return view
 
 
-def _check_security_groups(body: Mapping[str, Any], project_id: str) -> None:
-    """Only the project's 'default' group exists (and every port is in it)."""
-    wanted = body.get("security_groups")
-    if wanted is None:
-        return
-    default = default_sg_id(project_id)
-    for sg in wanted:
-        if sg not in (default, "default"):
-            raise exceptions.NotFound(f"Security group {sg} does not exist")
+async def _set_security_groups(conn: asyncpg.Connection, body: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+    """Put the port in the groups the request names (ids, or 'default'); ``NotFound`` for an unknown one."""
+    if body.get("security_groups") is not None:
+        await db_sg.set_port_groups(conn, row, body["security_groups"])
 
 
 def _check_privileged(c: RequestContext, body: Mapping[str, Any]) -> None:
@@ -159,7 +163,8 @@ async def _visible_port(conn: asyncpg.Connection, c: RequestContext, port_id: st
 
 async def _view(conn: asyncpg.Connection, c: RequestContext, row: Mapping[str, Any]) -> dict[str, Any]:
     ips = await db.fixed_ips_for(conn, [row["id"]])
-    return port_view(row, ips[row["id"]], admin=c.is_admin)
+    groups = await db_sg.groups_of_ports(conn, [row])
+    return port_view(row, ips[row["id"]], admin=c.is_admin, security_groups=groups[row["id"]])
 
 
 def _fixed_ip_filters(values: Sequence[str]) -> list[dict[str, str]]:
@@ -187,10 +192,11 @@ async def list_ports(request: web.Request) -> web.Response:
             conn, project_id=scope(c), filters=lq.filters, fixed_ips=fixed, limit=lq.limit, marker=lq.marker
         )
         ips = await db.fixed_ips_for(conn, [r["id"] for r in rows])
-        views = [port_view(r, ips[r["id"]], admin=c.is_admin) for r in rows]
+        groups = await db_sg.groups_of_ports(conn, rows)
+        views = [port_view(r, ips[r["id"]], admin=c.is_admin, security_groups=groups[r["id"]]) for r in rows]
         wanted_sgs = lq.extra.get("security_groups")
-        if wanted_sgs:  # every port is in its project's default group, and only there
-            views = [v for v in views if v["security_groups"][0] in wanted_sgs]
+        if wanted_sgs:
+            views = [v for v in views if set(v["security_groups"]) & set(wanted_sgs)]
         return views
 
     return list_response(request, "ports", await request.app[DB].run(txn), lq)
@@ -214,7 +220,6 @@ async def create_port(request: web.Request) -> web.Response:
         raise exceptions.BadRequest("Invalid input for operation: 'network_id' is required.")
     _check_privileged(c, body)
     project_id = requested_project(c, body)
-    _check_security_groups(body, project_id)
     base_mac = request.app[CONF].network.base_mac
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -234,6 +239,7 @@ async def create_port(request: web.Request) -> web.Response:
             binding_host=body.get("binding:host_id") or None,
             dns_name=body.get("dns_name", ""),
         )
+        await _set_security_groups(conn, body, row)
         return await _view(conn, c, row)
 
     return show_response(request, "port", await request.app[DB].run(txn), status=201)
@@ -257,10 +263,10 @@ async def update_port(request: web.Request) -> web.Response:
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
         row = await _visible_port(conn, c, request.match_info["port_id"])
         owner_or_admin(c, row, f"port {row['id']}")
-        _check_security_groups(body, row["project_id"])
         if "mac_address" in body and ipam.parse_mac(body["mac_address"]) != str(row["mac_address"]):
             raise exceptions.BadRequest(f"The mac_address of port {row['id']} cannot be changed.")
         updated = await db.update_port(conn, row["id"], values, fixed_ips=body.get("fixed_ips"))
+        await _set_security_groups(conn, body, row)
         return await _view(conn, c, updated)
 
     return show_response(request, "port", await request.app[DB].run(txn))

@@ -1,15 +1,13 @@
-"""``/network/v2.0/security-groups`` and ``security-group-rules``: read-only, one 'default' group per project.
+"""``/network/v2.0/security-groups`` and ``security-group-rules``: list, show, create, update, delete.
 
-Until per-port firewall rules land, every port is in its project's 'default' group, which Neutron's default
-rules describe: all egress, and ingress from members of the same group. The group is derived from the
-project id (no rows), so every API node answers the same; clients that look groups up (``server create``,
-``port create --security-group default``) find it.
+Every project has a 'default' group (derived id, made on first use: all egress, ingress from members of the
+same group); ports without explicit groups are in it. Computes enforce the rules (services/compute/firewall.py).
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -17,20 +15,24 @@ from aiohttp import web
 
 from common import exceptions
 from common.context import RequestContext
+from common.db import security_groups as db
 from services.api.app import DB, ctx
 from services.api.network.common import (
-    default_sg_id,
+    body_of,
+    check_attributes,
     list_response,
+    owner_or_admin,
     parse_list_query,
+    requested_project,
+    scope,
     show_response,
     text,
     timestamp,
+    validate_member,
 )
 
 __all__ = ["add_routes", "default_group"]
 
-_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
-_RULE_NAMESPACE = uuid.UUID("0c3a4f2e-8d7b-4e61-9a5c-2b1d3e4f5a6b")
 
 GROUP_FILTERS = {
     "id": ("id", text),
@@ -51,65 +53,98 @@ RULE_FILTERS = {
 }
 
 
-def _rules(project_id: str, group_id: str) -> list[dict[str, Any]]:
-    rules = []
-    for direction in ("egress", "ingress"):
-        for ethertype in ("IPv4", "IPv6"):
-            rule_id = str(uuid.uuid5(_RULE_NAMESPACE, f"{group_id}:{direction}:{ethertype}"))
-            rules.append(
-                {
-                    "id": rule_id,
-                    "security_group_id": group_id,
-                    "direction": direction,
-                    "ethertype": ethertype,
-                    "protocol": None,
-                    "port_range_min": None,
-                    "port_range_max": None,
-                    "remote_ip_prefix": None,
-                    "remote_group_id": group_id if direction == "ingress" else None,
-                    "remote_address_group_id": None,
-                    "normalized_cidr": None,
-                    "description": "",
-                    "tenant_id": project_id,
-                    "project_id": project_id,
-                    "belongs_to_default_sg": True,
-                    "created_at": timestamp(_EPOCH),
-                    "updated_at": timestamp(_EPOCH),
-                    "revision_number": 0,
-                }
-            )
-    return rules
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "any": None}
+_NAME = {"type": "string", "maxLength": 255}
+GROUP_PROPERTIES = {"name": _NAME, "description": _NAME, "project_id": _NAME, "tenant_id": _NAME,
+                    "stateful": {"type": "boolean"}}  # fmt: skip
+_PORT = {"type": ["integer", "null"], "minimum": 0, "maximum": 65535}
+RULE_PROPERTIES = {
+    "security_group_id": _NAME,
+    "direction": {"enum": ["ingress", "egress"]},
+    "ethertype": {"enum": ["IPv4", "IPv6"]},
+    "protocol": {"type": ["string", "integer", "null"]},
+    "port_range_min": _PORT,
+    "port_range_max": _PORT,
+    "remote_ip_prefix": {"type": ["string", "null"], "maxLength": 64},
+    "remote_group_id": {"type": ["string", "null"], "maxLength": 255},
+    "remote_address_group_id": {"type": "null"},
+    "description": _NAME,
+    "project_id": _NAME,
+    "tenant_id": _NAME,
+}
 
 
-def default_group(project_id: str) -> dict[str, Any]:
-    """The 'default' security group of ``project_id`` as Neutron shows it."""
-    group_id = default_sg_id(project_id)
+def rule_view(r: Mapping[str, Any]) -> dict[str, Any]:
+    prefix = str(r["remote_ip_prefix"]) if r["remote_ip_prefix"] is not None else None
     return {
-        "id": group_id,
-        "name": "default",
-        "description": "Default security group",
-        "tenant_id": project_id,
-        "project_id": project_id,
-        "stateful": True,
-        "shared": False,
-        "security_group_rules": _rules(project_id, group_id),
-        "tags": [],
-        "created_at": timestamp(_EPOCH),
-        "updated_at": timestamp(_EPOCH),
-        "revision_number": 0,
+        "id": r["id"],
+        "security_group_id": r["security_group_id"],
+        "direction": r["direction"],
+        "ethertype": r["ethertype"],
+        "protocol": r["protocol"],
+        "port_range_min": r["port_range_min"],
+        "port_range_max": r["port_range_max"],
+        "remote_ip_prefix": prefix,
+        "remote_group_id": r["remote_group_id"],
+        "remote_address_group_id": None,
+        "normalized_cidr": prefix,
+        "description": r["description"],
+        "tenant_id": r["project_id"],
+        "project_id": r["project_id"],
+        "belongs_to_default_sg": r["security_group_id"] == db.default_group_id(r["project_id"]),
+        "created_at": timestamp(r["created_at"]),
+        "updated_at": timestamp(r["updated_at"]),
+        "revision_number": r["revision_number"],
     }
 
 
-async def _projects(request: web.Request, c: RequestContext) -> list[str]:
-    """Projects whose default group the caller sees: their own; for an admin, every project."""
-    own = [c.project_id] if c.project_id else []
-    if not c.is_admin:
-        return own
+def group_view(g: Mapping[str, Any], rules: list[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": g["id"],
+        "name": g["name"],
+        "description": g["description"],
+        "tenant_id": g["project_id"],
+        "project_id": g["project_id"],
+        "stateful": g["stateful"],
+        "shared": False,
+        "security_group_rules": [rule_view(r) for r in rules if r["security_group_id"] == g["id"]],
+        "tags": [],
+        "created_at": timestamp(g["created_at"]),
+        "updated_at": timestamp(g["updated_at"]),
+        "revision_number": g["revision_number"],
+    }
 
-    async def txn(conn: asyncpg.Connection) -> list[str]:
-        return [r["id"] for r in await conn.fetch("SELECT id FROM projects ORDER BY id")]
 
-    return own + [p for p in await request.app[DB].run(txn) if p not in own]
+def default_group(project_id: str) -> dict[str, Any]:
+    """The rules a project's 'default' group starts with (for callers without a database at hand)."""
+    gid = db.default_group_id(project_id)
+    rules = [
+        {"id": f"{gid}:{d}:{e}", "security_group_id": gid, "direction": d, "ethertype": e, "protocol": None,
+         "port_range_min": None, "port_range_max": None, "remote_ip_prefix": None,
+         "remote_group_id": gid if d == "ingress" else None}
+        for d in ("egress", "ingress") for e in ("IPv4", "IPv6")
+    ]  # fmt: skip
+    return {"id": gid, "name": "default", "project_id": project_id, "security_group_rules": rules}
+
+
+async def _projects(conn: asyncpg.Connection, c: RequestContext) -> list[str] | None:
+    """Projects whose groups the caller sees (their own; an admin: None = all, after making every default)."""
+    if scope(c) is None:
+        for p in [c.project_id] if c.project_id else []:
+            await db.ensure_default(conn, p)
+        for r in await conn.fetch("SELECT id FROM projects ORDER BY id"):
+            await db.ensure_default(conn, r["id"])
+        return None
+    return [c.project_id]
+
+
+async def _visible_group(conn: asyncpg.Connection, c: RequestContext, group_id: str) -> asyncpg.Record:
+    if c.project_id:
+        await db.ensure_default(conn, c.project_id)
+    g = await db.get_group(conn, group_id)
+    if g is None or not (c.is_admin or g["project_id"] == c.project_id):
+        raise exceptions.NotFound(f"Security group {group_id} does not exist")
+    return g
 
 
 def _matches(item: dict[str, Any], filters: dict[str, list[Any]]) -> bool:
@@ -128,41 +163,177 @@ def _page(items: list[dict[str, Any]], limit: int | None, marker: str | None) ->
 async def list_groups(request: web.Request) -> web.Response:
     c = ctx(request)
     lq = parse_list_query(request, GROUP_FILTERS)
-    groups = [] if lq.empty else [default_group(p) for p in await _projects(request, c)]
+
+    async def txn(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        groups = await db.list_groups(conn, await _projects(conn, c))
+        rules = await db.list_rules(conn, [g["id"] for g in groups])
+        return [group_view(g, rules) for g in groups]
+
+    groups = [] if lq.empty else await request.app[DB].run(txn)
     groups = _page([g for g in groups if _matches(g, lq.filters)], lq.limit, lq.marker)
     return list_response(request, "security_groups", groups, lq)
 
 
 async def show_group(request: web.Request) -> web.Response:
     c = ctx(request)
-    wanted = request.match_info["group_id"]
-    for project_id in await _projects(request, c):
-        if default_sg_id(project_id) == wanted:
-            return show_response(request, "security_group", default_group(project_id))
-    raise exceptions.NotFound(f"Security group {wanted} does not exist")
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        g = await _visible_group(conn, c, request.match_info["group_id"])
+        return group_view(g, await db.list_rules(conn, [g["id"]]))
+
+    return show_response(request, "security_group", await request.app[DB].run(txn))
+
+
+async def create_group(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await body_of(request, "security_group")
+    check_attributes(body, GROUP_PROPERTIES)
+    validate_member("security_group", body, GROUP_PROPERTIES)
+    project_id = requested_project(c, body)
+    if body.get("name") == "default":
+        raise exceptions.Conflict("Default security group already exists: a group cannot be named 'default'.")
+    if body.get("stateful") is False:
+        raise exceptions.BadRequest("Stateless security groups are not supported.")
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        g = await db.create_group(conn, project_id, body.get("name", ""), body.get("description", ""))
+        return group_view(g, await db.list_rules(conn, [g["id"]]))
+
+    return show_response(request, "security_group", await request.app[DB].run(txn), status=201)
+
+
+async def update_group(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await body_of(request, "security_group")
+    check_attributes(body, ("name", "description"), ("id", "project_id", "tenant_id", "stateful"))
+    validate_member("security_group", body, GROUP_PROPERTIES)
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        g = await _visible_group(conn, c, request.match_info["group_id"])
+        owner_or_admin(c, g, f"security group {g['id']}")
+        if g["name"] == "default" and body.get("name", "default") != "default":
+            raise exceptions.Conflict("The default security group cannot be renamed.")
+        g = await db.update_group(conn, g["id"], {k: body[k] for k in ("name", "description") if k in body})
+        return group_view(g, await db.list_rules(conn, [g["id"]]))
+
+    return show_response(request, "security_group", await request.app[DB].run(txn))
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    c = ctx(request)
+
+    async def txn(conn: asyncpg.Connection) -> None:
+        g = await _visible_group(conn, c, request.match_info["group_id"])
+        owner_or_admin(c, g, f"security group {g['id']}")
+        await db.delete_group(conn, g["id"])
+
+    await request.app[DB].run(txn)
+    return web.Response(status=204)
 
 
 async def list_rules(request: web.Request) -> web.Response:
     c = ctx(request)
     lq = parse_list_query(request, RULE_FILTERS)
-    projects = [] if lq.empty else await _projects(request, c)
-    rules = [r for p in projects for r in default_group(p)["security_group_rules"]]
+
+    async def txn(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        groups = await db.list_groups(conn, await _projects(conn, c))
+        return [rule_view(r) for r in await db.list_rules(conn, [g["id"] for g in groups])]
+
+    rules = [] if lq.empty else await request.app[DB].run(txn)
     rules = _page([r for r in rules if _matches(r, lq.filters)], lq.limit, lq.marker)
     return list_response(request, "security_group_rules", rules, lq)
 
 
 async def show_rule(request: web.Request) -> web.Response:
     c = ctx(request)
-    wanted = request.match_info["rule_id"]
-    for project_id in await _projects(request, c):
-        for rule in default_group(project_id)["security_group_rules"]:
-            if rule["id"] == wanted:
-                return show_response(request, "security_group_rule", rule)
-    raise exceptions.NotFound(f"Security group rule {wanted} does not exist")
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        if c.project_id:
+            await db.ensure_default(conn, c.project_id)
+        r = await db.get_rule(conn, request.match_info["rule_id"])
+        if r is None or not (c.is_admin or r["project_id"] == c.project_id):
+            raise exceptions.NotFound(f"Security group rule {request.match_info['rule_id']} does not exist")
+        return rule_view(r)
+
+    return show_response(request, "security_group_rule", await request.app[DB].run(txn))
+
+
+def _validated_rule(body: dict[str, Any]) -> dict[str, Any]:
+    """Neutron's checks, each a 400 naming the field."""
+    rule = dict(body)
+    rule.setdefault("ethertype", "IPv4")
+    if rule.get("direction") not in ("ingress", "egress"):
+        raise exceptions.BadRequest("Invalid input for direction: it must be 'ingress' or 'egress'.")
+    proto = rule.get("protocol")
+    if proto is not None:
+        proto = str(proto).lower()
+        if proto in ("any", "0"):
+            proto = None
+        elif proto not in PROTOCOLS and not (proto.isdigit() and 0 <= int(proto) <= 255):
+            raise exceptions.BadRequest(f"Security group rule protocol {rule['protocol']} not supported. Only "
+                                        "protocol values tcp, udp, icmp, any and integer representations [0 to "
+                                        "255] are supported.")  # fmt: skip
+    rule["protocol"] = proto
+    lo, hi = rule.get("port_range_min"), rule.get("port_range_max")
+    if (lo is not None or hi is not None) and proto not in ("tcp", "udp", "icmp", "6", "17", "1"):
+        raise exceptions.BadRequest("Invalid input: port_range_min/max need protocol tcp, udp or icmp.")
+    if proto in ("tcp", "udp", "6", "17") and lo is not None and hi is not None and lo > hi:
+        raise exceptions.BadRequest("For TCP/UDP protocols, port_range_min must be <= port_range_max")
+    if proto in ("tcp", "udp", "6", "17") and lo is not None and hi is None:
+        rule["port_range_max"] = lo
+    prefix = rule.get("remote_ip_prefix")
+    if prefix is not None:
+        try:
+            net = ipaddress.ip_network(prefix, strict=False)
+        except ValueError as e:
+            raise exceptions.BadRequest(f"Invalid input for remote_ip_prefix: '{prefix}' is not a CIDR.") from e
+        if (net.version == 4) != (rule["ethertype"] == "IPv4"):
+            raise exceptions.BadRequest(f"Conflicting value ethertype {rule['ethertype']} for CIDR {prefix}")
+        rule["remote_ip_prefix"] = str(net)
+    if prefix is not None and rule.get("remote_group_id"):
+        raise exceptions.BadRequest("Only remote_ip_prefix or remote_group_id may be provided.")
+    return rule
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    c = ctx(request)
+    body = await body_of(request, "security_group_rule")
+    check_attributes(body, RULE_PROPERTIES)
+    validate_member("security_group_rule", body, RULE_PROPERTIES)
+    if "security_group_id" not in body:
+        raise exceptions.BadRequest("Invalid input for operation: 'security_group_id' is required.")
+    rule = _validated_rule(body)
+
+    async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
+        g = await _visible_group(conn, c, body["security_group_id"])
+        owner_or_admin(c, g, f"security group {g['id']}")
+        if rule.get("remote_group_id"):
+            await _visible_group(conn, c, rule["remote_group_id"])
+        return rule_view(await db.create_rule(conn, g, rule))
+
+    return show_response(request, "security_group_rule", await request.app[DB].run(txn), status=201)
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    c = ctx(request)
+
+    async def txn(conn: asyncpg.Connection) -> None:
+        r = await db.get_rule(conn, request.match_info["rule_id"])
+        if r is None or not (c.is_admin or r["project_id"] == c.project_id):
+            raise exceptions.NotFound(f"Security group rule {request.match_info['rule_id']} does not exist")
+        await db.delete_rule(conn, r["id"])
+
+    await request.app[DB].run(txn)
+    return web.Response(status=204)
 
 
 def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
     app.router.add_get(f"{prefix}/security-groups", wrap(list_groups))
+    app.router.add_post(f"{prefix}/security-groups", wrap(create_group))
     app.router.add_get(f"{prefix}/security-groups/{{group_id}}", wrap(show_group))
+    app.router.add_put(f"{prefix}/security-groups/{{group_id}}", wrap(update_group))
+    app.router.add_delete(f"{prefix}/security-groups/{{group_id}}", wrap(delete_group))
     app.router.add_get(f"{prefix}/security-group-rules", wrap(list_rules))
+    app.router.add_post(f"{prefix}/security-group-rules", wrap(create_rule))
     app.router.add_get(f"{prefix}/security-group-rules/{{rule_id}}", wrap(show_rule))
+    app.router.add_delete(f"{prefix}/security-group-rules/{{rule_id}}", wrap(delete_rule))

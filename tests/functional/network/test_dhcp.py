@@ -180,3 +180,33 @@ def test_deleting_network_leaves_nothing_behind(dhcp_cloud):
                     or Path(f"/proc/{meta_pid}").exists())  # fmt: skip
 
     wait_for(gone, 20, what="namespace, veth, bridge, dnsmasq and metadata server removed")
+
+
+def test_openstack_cli_security_group_commands(dhcp_cloud):
+    """The unchanged `openstack` CLI drives security groups, rules and port membership."""
+    import os
+
+    from tests.fixtures.cloud import ADMIN_PASSWORD
+
+    env = {**os.environ, "OS_AUTH_URL": f"{dhcp_cloud.endpoint}/identity/v3", "OS_USERNAME": "admin",
+           "OS_PASSWORD": ADMIN_PASSWORD, "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default",
+           "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3",
+           "OS_REGION_NAME": "RegionOne"}  # fmt: skip
+    cli = str(Path(sys.executable).with_name("openstack"))
+
+    def run(*args: str) -> dict | list:
+        out = subprocess.run([cli, *args, "-f", "json"], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    group = run("security", "group", "create", "cli-web", "--description", "from the CLI")
+    rule = run("security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "443",
+               "--remote-ip", "198.51.100.0/24", group["id"])  # fmt: skip
+    assert rule["port_range_min"] == 443 and rule["remote_ip_prefix"] == "198.51.100.0/24"
+    port = run("port", "create", "--network", "private", "--security-group", group["id"], "cli-port")
+    assert group["id"] in str(port["security_group_ids"])
+    listed = run("security", "group", "rule", "list", group["id"])
+    assert any(r.get("Port Range") == "443:443" for r in listed), listed
+    subprocess.run([cli, "port", "delete", port["id"]], env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run([cli, "security", "group", "delete", group["id"]], env=env, check=True, capture_output=True,
+                   timeout=60)  # fmt: skip
