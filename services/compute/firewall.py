@@ -183,11 +183,21 @@ class NftFirewall:
         """Make the tables say exactly ``ports``. May raise ``RuntimeError`` with nft's complaint."""
         script = ruleset(self.table, ports)
         async with self._lock:
-            if script == self._last:
+            # Unchanged rules are not reloaded (that would zero the counters), unless the tables went missing
+            # (flushed by hand, a host firewall reload): then they are rebuilt.
+            if script == self._last and (not ports or await self._present()):
                 return
             await _nft("-f", "-", stdin=script)
             self._last = script
         LOG.info("firewall %s: rules for %d port(s): %s", self.table, len(ports), ", ".join(p["id"] for p in ports))
+
+    async def _present(self) -> bool:
+        try:
+            await _nft("list", "table", "bridge", self.table)
+            await _nft("list", "table", "inet", self.table)
+        except RuntimeError:
+            return False
+        return True
 
     async def counters(self) -> dict[str, dict[str, int]]:
         """``{chain: {comment: packets}}`` for every counted rule (chains are ``out_/in_/eg_<port id hex>``)."""

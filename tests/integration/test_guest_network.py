@@ -270,6 +270,31 @@ def test_security_group_rules_allow_and_deny_as_configured(two_guests):
     conn.network.delete_security_group(group.id)
 
 
+def test_rules_are_rebuilt_after_a_compute_restart_and_when_lost(two_guests, qemu_cloud):
+    g = two_guests
+    table = firewall.table_name("compute", str(qemu_cloud.workdir / "state"))
+    chains = [f"out_{p.id.replace('-', '')[:16]}" for p in (g["a_port"], g["b_port"])]
+
+    def rebuilt() -> bool:
+        out = subprocess.run(["nft", "list", "table", "bridge", table], capture_output=True, text=True).stdout
+        return all(c in out for c in chains)
+
+    def wait_rebuilt(what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not rebuilt():
+            assert time.monotonic() < deadline, f"rules not rebuilt {what}"
+            time.sleep(0.5)
+
+    svc = qemu_cloud.services["compute"]
+    svc.stop()
+    for family in ("bridge", "inet"):  # as after a host reboot: the kernel forgot the rules
+        subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
+    svc.start()
+    wait_rebuilt("after the compute restarted")
+    subprocess.run(["nft", "delete", "table", "bridge", table], check=True)  # lost while the compute runs
+    wait_rebuilt("by the periodic sync")
+
+
 def test_deleting_guests_removes_their_rules(two_guests, qemu_cloud):
     g = two_guests
     conn = g["conn"]
