@@ -4,7 +4,8 @@
 2. create → DHCP live: for K ports one at a time, from the POST until a DHCPDISCOVER with the port's MAC
    (sent every 10 ms from a client namespace on the tenant bridge) gets an offer of the port's address;
 3. restart outage: a DHCP + DNS prober runs while the network service restarts R times; reports failed
-   queries and the longest stretch without an answer.
+   queries and the longest stretch without an answer;
+4. dnsmasq replacement outage: the same while the agent replaces dnsmasq (stop, then start) N times.
 
 Prints JSON on the last line; ``--record`` appends it to benchmarks/RESULTS.md.
 
@@ -122,6 +123,36 @@ async def create_to_live(endpoint: str, net: str, k: int, helper_proc: subproces
     return out
 
 
+def measure_replacements(cloud, network_id: str, ns: str, port, ip: str, server: str, n: int) -> dict:
+    """Force the agent to replace dnsmasq ``n`` times (as a changed command line does: stop, then start) while
+    the prober runs; the window is what a subnet/domain change costs (the service restart costs nothing)."""
+    state = Path(cloud.workdir) / "state" / "network" / network_id
+    probe = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.functional.network.dhcp_probe",
+         "--dev", "eth0", "--mac", port.mac_address, "--expect-ip", ip, "--server", server,
+         "--name", "probe.stratus.local", "--duration", "600", "--interval", "0.02", "--timeout", "0.5"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1)
+    conn = cloud.sdk()
+    for i in range(n):
+        old = (state / "dnsmasq.pid").read_text().strip()
+        (state / "dnsmasq.argv").write_text("[]")  # "the running one was started differently"
+        conn.network.update_port(port.id, description=f"replace-{i}")  # a DB change wakes the agent
+        wait_for(lambda o=old: (state / "dnsmasq.pid").exists()
+                 and (state / "dnsmasq.pid").read_text().strip() not in ("", o), 30, "dnsmasq replaced")  # fmt: skip
+        time.sleep(1)
+    probe.terminate()
+    stats = json.loads(probe.communicate(timeout=30)[0])
+    return {
+        "replacements": n,
+        "dhcp_failed": stats["dhcp"]["failed"],
+        "dns_failed": stats["dns"]["failed"],
+        "queries": stats["dhcp"]["ok"] + stats["dhcp"]["failed"],
+        "max_gap_ms": round(max(stats["dhcp"]["max_gap_ms"], stats["dns"]["max_gap_ms"]), 1),
+    }
+
+
 def _ns(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
@@ -134,6 +165,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--live", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--replacements", type=int, default=5, help="forced dnsmasq replacements to measure")
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     args = ap.parse_args()
     pg, rabbit = PostgresServer(), RabbitCluster(1)
@@ -199,6 +231,7 @@ def main() -> None:
                 time.sleep(1)
                 probe.terminate()
                 stats = json.loads(probe.communicate(timeout=30)[0])
+                replace = measure_replacements(cloud, net.id, ns, probe_port, ip, server, args.replacements)
                 result["restart"] = {
                     "restarts": args.restarts,
                     "seconds": round(restarts_s, 1),
@@ -208,6 +241,7 @@ def main() -> None:
                     "dns_failed": stats["dns"]["failed"],
                     "outage_window_ms": round(max(stats["dhcp"]["max_gap_ms"], stats["dns"]["max_gap_ms"]), 1),
                 }
+                result["dnsmasq_replace"] = replace
             finally:
                 cloud.stop()
                 asyncio.run(dhcp.teardown_all(Path(tmp) / "state"))
@@ -217,7 +251,8 @@ def main() -> None:
             rabbit.cleanup()
             pg.stop()
             pg.cleanup()
-    params = f"ports={args.ports} clients={args.clients} live={args.live} restarts={args.restarts}"
+    params = (f"ports={args.ports} clients={args.clients} live={args.live} restarts={args.restarts} "
+              f"replacements={args.replacements}")  # fmt: skip
     if args.record:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(f"| {datetime.now(UTC):%Y-%m-%d} | network.py | {platform.node()} {os.cpu_count()} cores | "
