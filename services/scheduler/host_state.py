@@ -161,6 +161,9 @@ class HostView:
             state.memory_mb_used += memory_mb
             state.local_gb_used += disk_gb
 
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
     def settle(self, host: str, vcpus: int, memory_mb: int, disk_gb: int, row: Mapping[str, Any] | None) -> None:
         """The claim in flight ended: with ``row`` (the DB's usage after it, won or lost) or without."""
         state = self.hosts.get(host)

@@ -8,6 +8,7 @@ claim is decided by PostgreSQL, never by the in-memory view.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -71,6 +72,15 @@ class SchedulerManager:
         await self.refresh_aggregates(RequestContext.admin())
         LOG.info("host view bootstrapped with %d hosts", len(rows))
 
+    async def _settle_view(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.view.has_pending() and time.monotonic() < deadline:  # noqa: ASYNC110 (rare path, short)
+            await asyncio.sleep(0.01)
+        async with self.db.pool.acquire() as conn:
+            rows = await compute_nodes.list_usage(conn)
+        for row in rows:
+            self.view.claimed(row)
+
     async def resync_usage(self) -> None:
         """Learn other schedulers' claims and releases: reload the usage of hosts changed since the last pass
         (with a margin, as a row's ``updated_at`` is its transaction's start). Lost races teach the same, late."""
@@ -94,7 +104,7 @@ class SchedulerManager:
         """A host's report: refresh the view; queue it for ``persist_reports`` when it changed or every few
         report intervals (so the DB shows the host alive and a restarting scheduler bootstraps from it)."""
         state = self.view.update(capacity)
-        key = tuple(capacity.get(k) for k in ("vcpus", "memory_mb", "local_gb", "running_vms", "broker_node"))
+        key = tuple(sorted((k, repr(v)) for k, v in capacity.items() if k != "reported_at"))
         last = self._persisted.get(state.host)
         now = time.monotonic()
         if last is not None and last[1] == key and now - last[0] < 3 * self.conf.compute.report_interval:
@@ -178,6 +188,11 @@ class SchedulerManager:
             host, lost = allocated_host, 0
         else:
             hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
+            if not hosts:
+                # Before saying no: let this scheduler's claims in flight settle (a lost one frees its room) and
+                # reload usage from the DB, then look once more. Rare, so the extra read is cheap overall.
+                await self._settle_view()
+                hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
             if not hosts:
                 if fast:
                     async with self.db.pool.acquire() as conn:
