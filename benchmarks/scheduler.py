@@ -100,7 +100,7 @@ async def insert_instances(dsn: str, n: int, rng: random.Random) -> list[dict]:
             specs.append({"request_id": req, "spec": {
                 "instance_id": iid, "project_id": project, "user_id": user, "flavor": flavor,
                 "image": {"id": "none", "properties": {}}, "networks": [], "availability_zone": None,
-                "attempt": 1, "excluded_hosts": [], "failures": []}})  # fmt: skip
+                "scheduler_hints": {}, "attempt": 1, "excluded_hosts": [], "failures": []}})  # fmt: skip
         await conn.executemany(
             "INSERT INTO instances (id, project_id, user_id, name, hostname, flavor_id, flavor, vm_state, task_state)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, 'building', 'scheduling')",

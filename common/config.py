@@ -118,7 +118,7 @@ api_opts = [
 scheduler_opts = [
     cfg.IntOpt(
         "host_subset_size",
-        default=10,
+        default=25,
         min=1,
         help="Pick randomly among this many best-weighed hosts, so parallel schedulers rarely collide.",
     ),
@@ -203,7 +203,7 @@ scheduler_opts = [
     ),
     cfg.FloatOpt(
         "usage_refresh_interval",
-        default=1.0,
+        default=0.25,
         min=0.05,
         help="Seconds between reloads of the hosts whose usage changed in the database (claims of other "
         "schedulers); keeps parallel schedulers from racing for hosts they believe empty.",

@@ -84,7 +84,7 @@ class SchedulerManager:
     async def resync_usage(self) -> None:
         """Learn other schedulers' claims and releases: reload the usage of hosts changed since the last pass
         (with a margin, as a row's ``updated_at`` is its transaction's start). Lost races teach the same, late."""
-        since = None if self._usage_synced is None else self._usage_synced - timedelta(seconds=5)
+        since = None if self._usage_synced is None else self._usage_synced - timedelta(seconds=1)
         async with self.db.pool.acquire() as conn:
             rows = await compute_nodes.list_usage(conn, since)
             if not rows:
