@@ -308,9 +308,9 @@ class DhcpAgent:
         running_argv = (state / "dnsmasq.argv").read_text() if (state / "dnsmasq.argv").exists() else ""
         if pid is not None and running_argv != json.dumps(argv):
             LOG.info("network %s: dnsmasq's command line changed; replacing it", plan.network_id)
-            await linux.kill_pid_file(state / "dnsmasq.pid", str(state))
-            pid = None
-        if pid is None:
+            await _replace_dnsmasq(ns, state, argv)
+            LOG.info("network %s: dnsmasq replaced in %s (%d hosts)", plan.network_id, ns, len(plan.hosts))
+        elif pid is None:
             await linux.run("ip", "netns", "exec", ns, *argv)
             (state / "dnsmasq.argv").write_text(json.dumps(argv))
             LOG.info(
@@ -342,6 +342,56 @@ class DhcpAgent:
                 raise linux.NetworkSetupError(f"metadata server of network {plan.network_id} did not start")
             await asyncio.sleep(0.05)
         LOG.info("network %s: metadata server listening on %s:80 in %s", plan.network_id, METADATA_IP, ns)
+
+
+HANDOVER_DNS_PORT = 5353
+_REDIRECT = """table ip stratus_handover {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    udp dport 53 redirect to :{port}
+    tcp dport 53 redirect to :{port}
+  }}
+}}
+"""
+
+
+async def _replace_dnsmasq(ns: str, state: Path, argv: list[str]) -> None:
+    """Swap the running dnsmasq for one started with ``argv``, start before stop: no query goes unanswered.
+
+    1. a handover dnsmasq with the new configuration starts, DNS on port 5353 (DHCP sockets of two dnsmasq
+       processes coexist on one interface and answer the same static leases);
+    2. inside the namespace, new DNS flows to port 53 are redirected to it (nftables NAT; flows already
+       open keep going to the old process, which is still alive);
+    3. the old dnsmasq stops, the new one starts on port 53, the redirect goes;
+    4. after a grace period for flows the handover instance still holds, it stops too.
+    """
+    handover_pid = state / "dnsmasq-handover.pid"
+    handover = [a for a in argv if not a.startswith(("--pid-file=", "--log-facility="))]
+    handover += [f"--port={HANDOVER_DNS_PORT}", f"--pid-file={handover_pid}",
+                 f"--log-facility={state / 'dnsmasq-handover.log'}"]  # fmt: skip
+    await linux.run("ip", "netns", "exec", ns, *handover)
+    redirected = False
+    try:
+        await _nft_in(ns, _REDIRECT.format(port=HANDOVER_DNS_PORT))
+        redirected = True
+        await linux.kill_pid_file(state / "dnsmasq.pid", str(state))
+        await linux.run("ip", "netns", "exec", ns, *argv)
+        (state / "dnsmasq.argv").write_text(json.dumps(argv))
+    finally:
+        if redirected:
+            await _nft_in(ns, "delete table ip stratus_handover\n")
+        await asyncio.sleep(0.3)  # replies of flows the handover instance took
+        await linux.kill_pid_file(handover_pid, str(state))
+
+
+async def _nft_in(ns: str, script: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, "nft", "-f", "-",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise linux.NetworkSetupError(f"nft in {ns}: {err.decode(errors='replace').strip()}")
 
 
 def _json(value: Any) -> list[Any]:
@@ -380,6 +430,7 @@ async def teardown(state: Path, *, delete_bridge: bool) -> None:
     network_id = state.name
     await linux.kill_pid_file(state / "metadata.pid", network_id)
     await linux.kill_pid_file(state / "dnsmasq.pid", str(state))
+    await linux.kill_pid_file(state / "dnsmasq-handover.pid", str(state))
     outer, _ = veth_names(network_id)
     bridge = _master_of(outer)
     await linux.delete_netns(netns_name(network_id))  # takes the inner veth, and with it the outer one

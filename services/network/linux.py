@@ -122,7 +122,7 @@ async def kill_pid_file(pid_file: Path, needle: str, timeout: float = 5.0) -> No
         while loop.time() < deadline:
             if pid_alive(pid_file, needle) is None:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.002)
         else:
             os.kill(pid, signal.SIGKILL)
     _unlink(pid_file)

@@ -67,7 +67,6 @@ def main() -> None:
     dhcp.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     dhcp.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, args.dev.encode())
     dhcp.bind(("0.0.0.0", 68))
-    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
     stats = {p: {"ok": 0, "failed": 0, "max_gap_ms": 0.0, "errors": []} for p in ("dhcp", "dns")}
     last_ok = {"dhcp": time.monotonic(), "dns": time.monotonic()}
@@ -105,11 +104,15 @@ def main() -> None:
         except OSError as e:
             result("dhcp", False, str(e))
         qid = random.getrandbits(16)
+        # A fresh socket (source port) per query, as stub resolvers do.
+        dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             got = exchange(dns, dns_query(args.name, qid), (args.server, 53), lambda p, q=qid: dns_answer_ip(p, q))
             result("dns", got == (args.expect_dns or args.expect_ip), f"answer {got}")
         except OSError as e:
             result("dns", False, str(e))
+        finally:
+            dns.close()
         time.sleep(args.interval)
     print(json.dumps(stats), flush=True)
     os._exit(0)

@@ -128,13 +128,23 @@ def test_port_gets_static_dhcp_and_dns_and_restarts_lose_nothing(dhcp_cloud):
             svc.start()
             wait_for(lambda b=before: c.grep_logs("DHCP in sync").get("network", 0) > b, 30, what="network restart")
         restarts_s = time.monotonic() - t0
-        probe.terminate()
-        stats = json.loads(probe.communicate(timeout=30)[0])
-        print(f"10 restarts in {restarts_s:.1f}s; probe: {stats}")
-        assert stats["dhcp"]["failed"] == 0 and stats["dns"]["failed"] == 0, stats
-        assert stats["dhcp"]["ok"] > 20 and stats["dns"]["ok"] > 20, stats
         # The same dnsmasq served throughout: re-adopted, never restarted.
         assert (_state(c, net.id) / "dnsmasq.pid").read_text().strip() == dnsmasq_pid
+        # A dnsmasq whose command line must change is replaced start-before-stop (handover instance + redirect).
+        pid_file = _state(c, net.id) / "dnsmasq.pid"
+        for i in range(3):
+            old = pid_file.read_text().strip()
+            (_state(c, net.id) / "dnsmasq.argv").write_text("[]")
+            conn.network.update_port(port.id, description=f"replace-{i}")  # any change wakes the agent
+            wait_for(lambda o=old: pid_file.exists() and pid_file.read_text().strip() not in ("", o), 30,
+                     what="dnsmasq replaced")  # fmt: skip
+        time.sleep(0.5)
+        probe.terminate()
+        stats = json.loads(probe.communicate(timeout=30)[0])
+        print(f"10 restarts in {restarts_s:.1f}s, then 3 dnsmasq replacements; probe: {stats}")
+        assert stats["dhcp"]["failed"] == 0 and stats["dns"]["failed"] == 0, stats
+        assert stats["dhcp"]["ok"] > 20 and stats["dns"]["ok"] > 20, stats
+        assert not (_state(c, net.id) / "dnsmasq-handover.pid").exists()
     finally:
         client.close()
     conn.network.delete_port(port.id)
