@@ -295,6 +295,23 @@ def test_rules_are_rebuilt_after_a_compute_restart_and_when_lost(two_guests, qem
     wait_rebuilt("by the periodic sync")
 
 
+def test_rules_follow_the_port_through_stop_and_start(two_guests, qemu_cloud):
+    g = two_guests
+    conn, a = g["conn"], g["a"]
+    table = firewall.table_name("compute", str(qemu_cloud.workdir / "state"))
+    chain = f"out_{g['a_port'].id.replace('-', '')[:16]}"
+    conn.compute.stop_server(a)
+    wait_status(conn, a.id, {"SHUTOFF", "ERROR"}, timeout=120)
+    out = subprocess.run(["nft", "list", "table", "bridge", table], capture_output=True, text=True).stdout
+    assert chain in out  # the port still exists: its rules stay while the guest is off
+    conn.compute.start_server(a)
+    assert wait_status(conn, a.id, {"ACTIVE", "ERROR"}, timeout=120).status == "ACTIVE"
+    console = _wait_console(conn, a, "STRATUS-GUEST: ready")
+    assert f"STRATUS-GUEST: ip={g['a_ip']}" in console and "STRATUS-GUEST: hostname=int-net-a" in console, console
+    out = subprocess.run(["nft", "list", "table", "bridge", table], capture_output=True, text=True).stdout
+    assert chain in out
+
+
 def test_deleting_guests_removes_their_rules(two_guests, qemu_cloud):
     g = two_guests
     conn = g["conn"]
