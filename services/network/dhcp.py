@@ -37,7 +37,7 @@ from common.db import networks as db_networks
 from common.db.pool import Database
 from services.network import linux
 
-__all__ = ["METADATA_IP", "DhcpAgent", "NetworkPlan", "netns_name", "teardown_all"]
+__all__ = ["METADATA_IP", "DhcpAgent", "NetworkPlan", "netns_name", "sweep_orphans", "teardown_all"]
 
 LOG = logging.getLogger(__name__)
 
@@ -460,3 +460,44 @@ async def teardown_all(state_path: Path | str) -> list[str]:
             await teardown(state, delete_bridge=True)
             done.append(state.name)
     return done
+
+
+def _orphans() -> list[tuple[int, Path]]:
+    """dnsmasq and metadata processes of ours whose state directory is gone (their node was torn down badly)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        state = None
+        if argv and argv[0].endswith("dnsmasq"):
+            state = next((Path(a.split("=", 1)[1]).parent for a in argv if a.startswith("--pid-file=")), None)
+        elif "services.network.metadata" in argv and "--pid-file" in argv:
+            state = Path(argv[argv.index("--pid-file") + 1]).parent
+        if state is not None and state.parent.name == "network" and not state.exists():
+            found.append((int(proc.name), state))
+    return found
+
+
+async def sweep_orphans() -> list[str]:
+    """Kill Stratus dnsmasq/metadata processes whose state directory no longer exists and remove their
+    namespaces, veths and (empty) bridges. Safe beside live nodes: a live node's state directory exists.
+    Returns the network ids swept."""
+    swept = {}
+    for pid, state in _orphans():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        swept[state.name] = state
+    for network_id in swept:
+        outer, _ = veth_names(network_id)
+        bridge = _master_of(outer)
+        await linux.delete_netns(netns_name(network_id))
+        await linux.delete_link(outer)
+        if bridge and not linux.bridge_members(bridge):
+            await linux.delete_link(bridge)
+    return sorted(swept)

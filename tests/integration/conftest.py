@@ -23,6 +23,13 @@ def guest_image() -> Path:
     return image
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_network_orphans():
+    """Session-end sweep: DHCP/metadata processes whose cloud's directory is gone, with their namespaces."""
+    yield
+    asyncio.run(dhcp.sweep_orphans())
+
+
 @pytest.fixture(scope="module")
 def qemu_cloud(postgres, rabbit, libvirtd, guest_image):
     """A private Stratus whose one compute drives real QEMU guests through the system libvirtd."""

@@ -46,6 +46,7 @@ def dhcp_cloud(postgres, rabbit):
             c.stop()
             asyncio.run(dhcp.teardown_all(Path(tmp) / "state"))
             sweep_clients()
+    asyncio.run(dhcp.sweep_orphans())  # anything whose directory is gone (an earlier run killed mid-way)
 
 
 class Client:
