@@ -38,12 +38,28 @@ async def token(session: aiohttp.ClientSession, endpoint: str) -> str:
         return r.headers["X-Subject-Token"]
 
 
+async def bench_network(session: aiohttp.ClientSession, endpoint: str, headers: dict, servers: int) -> str:
+    """The bootstrap network (a /24) when it has room, else a network with a subnet big enough for every server."""
+    if servers <= 200:
+        async with session.get(f"{endpoint}/network/v2.0/networks?name=private", headers=headers) as r:
+            return (await r.json())["networks"][0]["id"]
+    async with session.post(f"{endpoint}/network/v2.0/networks", headers=headers,
+                            json={"network": {"name": "bench"}}) as r:  # fmt: skip
+        r.raise_for_status()
+        net = (await r.json())["network"]["id"]
+    prefix = max(16, 32 - (servers + 16).bit_length() - 1)
+    body = {"subnet": {"network_id": net, "cidr": f"10.128.0.0/{prefix}", "ip_version": 4}}
+    async with session.post(f"{endpoint}/network/v2.0/subnets", headers=headers, json=body) as r:
+        if r.status >= 300:
+            raise RuntimeError(f"creating the benchmark subnet failed: {r.status} {await r.text()}")
+    return net
+
+
 async def run(endpoint: str, servers: int, clients: int, timeout: float) -> dict:
     async with aiohttp.ClientSession() as session:
         tok = await token(session, endpoint)
         headers = {"X-Auth-Token": tok}
-        async with session.get(f"{endpoint}/network/v2.0/networks?name=private", headers=headers) as r:
-            net = (await r.json())["networks"][0]["id"]
+        net = await bench_network(session, endpoint, headers, servers)
         async with session.get(f"{endpoint}/image/v2/images?name=tiny", headers=headers) as r:
             image = (await r.json())["images"][0]["id"]
         latencies: list[float] = []
@@ -110,9 +126,11 @@ def main() -> None:
         try:
             rabbit.start()
             cloud = Cloud(Path(tmp), pg, rabbit, compute_hosts=args.hosts,
-                          compute_overrides={"vcpus": 64, "memory_mb": 262144, "local_gb": 4000},
-                          extra_config={"DEFAULT": {"debug": "false"}})  # fmt: skip
-            cloud.start(timeout=120)
+                          compute_overrides={"vcpus": 64, "memory_mb": 262144, "local_gb": 4000,
+                                             "report_interval": 10},  # production's default, not the tests' 2 s
+                          extra_config={"DEFAULT": {"debug": "false"},
+                                        "scheduler": {"service_down_time": 60}})  # fmt: skip
+            cloud.start(timeout=300)  # 1,000 simulated hosts take a while to report in
             try:
                 result = asyncio.run(run(cloud.endpoint, args.servers, args.clients, args.timeout))
             finally:
