@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
@@ -19,7 +21,7 @@ from common.rpc import envelope
 if TYPE_CHECKING:
     from common.rpc.transport import Transport
 
-__all__ = ["dlq_name", "serve_fanout", "serve_topic"]
+__all__ = ["dlq_name", "redelivered", "serve_fanout", "serve_topic"]
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +30,24 @@ LOG = logging.getLogger(__name__)
 # acked and lost. The quorum queue's delivery limit still dead-letters a message that keeps failing.
 TRANSIENT = (exceptions.ServiceUnavailable, asyncpg.PostgresConnectionError, *DB_RETRYABLE)
 REQUEUE_DELAY = 1.0
+_REDELIVERED: contextvars.ContextVar[bool] = contextvars.ContextVar("rpc_redelivered", default=False)
+
+
+def redelivered() -> bool:
+    """True inside a handler whose message the broker delivered before (a consumer died or lost its channel
+    before acking it): the first delivery may have done part of the work."""
+    return _REDELIVERED.get()
+
+
+# What acking (or replying) on a channel whose connection died raises.
+_CHANNEL_GONE = (
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    aiormq.exceptions.ConnectionClosed,
+    ConnectionError,
+    RuntimeError,
+)
 
 
 def dlq_name(topic: str) -> str:
@@ -61,11 +81,22 @@ class Dispatcher:
         return fn if fn is not None and inspect.iscoroutinefunction(fn) else None
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """Handle one delivery. When the connection dies aiormq cancels this callback mid-way; the message was not
+        acked, so the broker delivers it again and ``redelivered()`` tells the handler that an earlier copy may
+        have done part of the work (handlers are idempotent: they finish what that copy left, never redo it).
+
+        Handlers are deliberately not shielded from that cancellation: a copy running on after its message was
+        given to another consumer raced the redelivered one (measured: a compute build whose first copy failed
+        and was rescheduled while the redelivered copy built the same instance again, two guests for one).
+        """
         task = asyncio.current_task()
         if task is not None:
             self.inflight.add(task)
+        _REDELIVERED.set(bool(message.redelivered))  # this callback task's own context
         try:
             await self._handle(message)
+        except _CHANNEL_GONE as e:
+            LOG.info("%s: could not settle message %s (%s); it comes again", self.label, message.message_id, e)
         finally:
             if task is not None:
                 self.inflight.discard(task)
@@ -114,9 +145,12 @@ class Dispatcher:
             except Exception as e:
                 LOG.exception("%s.%s failed", self.label, req.method)
                 reply = envelope.encode_error(e)
+            # Ack first, then answer: a reply can kill our connection (RabbitMQ 3.10 closes it with INTERNAL_ERROR
+            # when the caller's node is gone), and an unacked request would then come back, fail the same way
+            # and end in the dead-letter queue. A caller that misses its reply fails or times out on its own.
+            await message.ack()
             if message.reply_to:
                 await self._reply(message, reply)
-            await message.ack()
             LOG.debug("%s.%s done in %.1f ms", self.label, req.method, (time.monotonic() - started) * 1000)
         finally:
             token.var.reset(token)
@@ -131,6 +165,7 @@ class Dispatcher:
                 mandatory=False,
                 persistent=False,
                 correlation_id=message.correlation_id,
+                once=True,
             )
         except exceptions.StratusError:
             LOG.warning("could not send the reply on %s (caller gone?)", self.label)

@@ -317,8 +317,12 @@ class Transport:
         reply_to: str | None = None,
         correlation_id: str | None = None,
         expiration: float | None = None,
+        once: bool = False,
     ) -> None:
         """Publish and wait for the broker's confirm; across a failover, wait (bounded) and publish again.
+
+        ``once``: a single attempt, no retry (replies: a direct reply-to address belongs to the caller's
+        connection, and retrying a reply that broke ours would break the next one too).
 
         At-least-once: a publish retried after a lost confirm may arrive twice, so handlers are idempotent.
         Raises ``ServiceUnavailable`` when no node takes it within ``reconnect_timeout``, and ``NotFound`` when
@@ -352,9 +356,15 @@ class Transport:
             except (aio_pika.exceptions.DeliveryError, aiormq.exceptions.PublishError) as e:
                 if isinstance(getattr(e, "frame", None), aiormq.spec.Basic.Return):
                     raise exceptions.NotFound(f"no queue is bound for {routing_key!r} on exchange {exchange!r}") from e
+                if once:
+                    raise exceptions.ServiceUnavailable(f"the broker refused a publish to {routing_key!r}") from e
                 await self._on_nack(routing_key)
                 continue
             except (*_TRANSIENT, TimeoutError) as e:
+                if once:
+                    if self._connection is None or self._connection.is_closed:
+                        self._lost.set()
+                    raise exceptions.ServiceUnavailable(f"publish to {routing_key!r} failed: {e}") from e
                 LOG.info("publish to %r interrupted (%s); waiting for the broker", routing_key, e)
                 if self._connection is None or self._connection.is_closed:
                     self._lost.set()
@@ -363,6 +373,8 @@ class Transport:
                 await asyncio.sleep(0.05)
                 continue
             if isinstance(confirm, aiormq.spec.Basic.Nack):
+                if once:
+                    raise exceptions.ServiceUnavailable(f"the broker nacked a publish to {routing_key!r}")
                 await self._on_nack(routing_key)
                 continue
             self._nacks = 0

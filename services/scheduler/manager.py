@@ -24,6 +24,7 @@ from common.context import RequestContext
 from common.db import aggregates, compute_nodes, instances, server_groups
 from common.db.instances import TaskState, VmState
 from common.db.pool import RETRYABLE, Database
+from common.rpc import server as rpc_server
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler import claims
 from services.scheduler.faults import record_build_failure, set_error
@@ -177,7 +178,10 @@ class SchedulerManager:
         # whose statement itself checks that the instance still waits.
         fast = spec.get("scheduler_hints") == {} and not spec.get("failures")
         allocated_host = row = None
-        if not fast:
+        resumed = await self._claimed_by_earlier_delivery(spec) if rpc_server.redelivered() else None
+        if resumed is not None:
+            allocated_host, row = resumed
+        elif not fast:
             async with self.db.pool.acquire() as conn:  # read-only: no transaction, no BEGIN/COMMIT round trips
                 prep = await self._prepare(conn, spec)
             if prep is None:
@@ -220,6 +224,24 @@ class SchedulerManager:
             )  # fmt: skip
             return
         self.decisions += 1
+
+    async def _claimed_by_earlier_delivery(self, spec: dict[str, Any]) -> tuple[str, asyncpg.Record] | None:
+        """For a redelivered request: the host and row of the claim its first delivery made, when that delivery
+        died between the claim (which also moved the instance to ``networking``) and a confirmed cast to the
+        compute. The caller casts again; the compute's build is idempotent. None when the instance is elsewhere.
+        """
+        async with self.db.pool.acquire() as conn:
+            row = await claims.prepare(conn, spec["instance_id"])
+        if (
+            row is None
+            or row["allocated_host"] is None
+            or row["vm_state"] != VmState.BUILDING
+            or row["task_state"] != TaskState.NETWORKING
+            or row["attempt"] != spec.get("attempt", 1)
+        ):
+            return None
+        LOG.info("instance %s: redelivered after its claim on %s; casting the build again", row["id"], row["host"])
+        return row["allocated_host"], row
 
     async def _prepare(self, conn: asyncpg.Connection, spec: dict[str, Any]) -> _Prepared | None:
         """Read-only phase: is the instance still waiting; its claim if any; its group and hints resolved."""

@@ -13,6 +13,7 @@ import pytest
 from common import exceptions
 from common.context import RequestContext
 from common.rpc import Transport
+from common.rpc.server import redelivered
 from common.rpc.transport import node_name
 from tests.fixtures.rabbitmq import RabbitCluster
 from tests.functional.rpc.conftest import make_conf
@@ -162,5 +163,47 @@ async def test_calls_across_a_node_kill_fail_fast_or_succeed(rabbit_cluster: Rab
     finally:
         await caller.close()
         await server.close()
+        if not rabbit_cluster.nodes[victim].running:
+            await asyncio.to_thread(rabbit_cluster.start_node, victim)
+
+
+class TwoStep:
+    """Like the scheduler: step one is recorded (a claim), step two casts on. A duplicate that finds step one
+    done drops out, but a *redelivered* copy finishes step two: its first delivery may have been cut off."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.claimed: set[int] = set()
+        self.forwarded: set[int] = set()
+
+    async def work(self, ctx: RequestContext, seq: int) -> None:
+        if seq in self.claimed and not redelivered():
+            return
+        self.claimed.add(seq)
+        await asyncio.sleep(0.3)
+        await self.transport.client().cast("ha.done", "put", ctx, seq=seq)
+        self.forwarded.add(seq)
+
+
+async def test_work_cut_off_by_a_node_kill_is_finished_by_the_redelivered_copy(
+    rabbit_cluster: RabbitCluster, cluster_vhost: str
+):
+    url = rabbit_cluster.transport_url_for(cluster_vhost)
+    worker = await Transport.connect(make_conf(url, "worker"), service="worker")
+    sink_side = await Transport.connect(make_conf(url, "sink", failover_strategy="roundrobin"), service="sink")
+    publisher = await Transport.connect(make_conf(url, "publisher"), service="pub")
+    victim = _index_of(rabbit_cluster, worker)
+    sink, two_step = Sink(), TwoStep(worker)
+    try:
+        await sink_side.serve("ha.done", sink)
+        await worker.serve("ha.work", two_step)
+        client = publisher.client()
+        await asyncio.gather(*(client.cast("ha.work", "work", CTX, seq=i) for i in range(40)))
+        await _wait(lambda: len(two_step.claimed) >= 20, 10, "handlers in flight")
+        await asyncio.to_thread(rabbit_cluster.kill, victim)
+        await _wait(lambda: set(sink.seen) >= set(range(40)), 40, "every claimed piece of work to be forwarded")
+    finally:
+        for t in (publisher, worker, sink_side):
+            await t.close()
         if not rabbit_cluster.nodes[victim].running:
             await asyncio.to_thread(rabbit_cluster.start_node, victim)

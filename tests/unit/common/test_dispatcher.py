@@ -16,6 +16,7 @@ class FakeMessage:
         self.reply_to = reply_to
         self.correlation_id = "c1"
         self.message_id = "m1"
+        self.redelivered = False
         self.done: list[str] = []
 
     async def ack(self) -> None:
