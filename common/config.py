@@ -283,6 +283,13 @@ compute_opts = [
         help="Create a port's Linux bridge (no address, up) when it is missing, for hosts that are network node "
         "and compute at once. When false, a missing bridge fails the build, naming the bridge.",
     ),
+    cfg.BoolOpt(
+        "force_config_drive",
+        default=False,
+        help="Give every guest built on this host a config drive (an ISO 9660 volume labelled config-2 with its "
+        "OpenStack metadata, user data and network configuration), as if it had been booted with "
+        "config_drive=true. For networks whose metadata service guests cannot reach.",
+    ),
 ]
 
 network_opts = [

@@ -102,7 +102,8 @@ SERVER_CREATE: dict[str, Any] = {
                 "block_device_mapping_v2": {"type": "array", "items": _BDM, "maxItems": 1},
                 "OS-DCF:diskConfig": {"enum": ["AUTO", "MANUAL"]},
                 "accessIPv4": {"type": "string", "format": "ipv4"},
-                "config_drive": {"enum": [False, "", "false", "False", None]},
+                # Nova's boolean_param: a JSON boolean or its string spellings; "" and null mean no drive.
+                "config_drive": {"enum": [True, False, "true", "True", "false", "False", "", None]},
             },
             "additionalProperties": False,
         },

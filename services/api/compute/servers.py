@@ -84,6 +84,7 @@ class BootRequest:
     availability_zone: str | None = None
     access_ip_v4: str | None = None
     return_reservation_id: bool = False
+    config_drive: bool = False
     scheduler_hints: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,6 +172,7 @@ def parse_boot_request(body: Mapping[str, Any], max_servers: int) -> BootRequest
         availability_zone=az,
         access_ip_v4=access_ip,
         return_reservation_id=_truthy(s.get("return_reservation_id", False)),
+        config_drive=_truthy(s.get("config_drive")),
         scheduler_hints=_scheduler_hints(body),
     )
 
@@ -397,6 +399,7 @@ async def create_server(request: web.Request) -> web.Response:
                     "launch_index": index,
                     "access_ip_v4": boot.access_ip_v4,
                     "scheduler_hints": boot.scheduler_hints,
+                    "config_drive": boot.config_drive,
                 },
             )
             if boot.scheduler_hints.get("group"):

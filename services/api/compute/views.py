@@ -136,7 +136,7 @@ def server_view(
         "OS-DCF:diskConfig": "MANUAL",
         "progress": 0,
         "OS-EXT-AZ:availability_zone": row["availability_zone"] or host_zone or "",
-        "config_drive": "",
+        "config_drive": "True" if row.get("config_drive") else "",
         "key_name": row["key_name"],
         "OS-SRV-USG:launched_at": isotime_naive(row["launched_at"]),
         "OS-SRV-USG:terminated_at": isotime_naive(row["terminated_at"]),

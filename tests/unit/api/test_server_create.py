@@ -38,7 +38,8 @@ def _bad(body, needle):
         (_body(metadata={"k": "v" * 256}), "server/metadata/k"),
         (_body(min_count="two"), "server/min_count"),
         (_body(personality=[]), "personality"),
-        (_body(config_drive=True), "config_drive"),
+        (_body(config_drive="yes"), "config_drive"),
+        (_body(config_drive=1), "config_drive"),
         (_body(security_groups=[{"name": "web"}]), "security_groups"),
         (_body(block_device_mapping_v2=[{"source_type": "volume", "uuid": "v"}]), "block_device_mapping_v2"),
         (_body(user_data="@@@not base64@@@"), "user_data"),
@@ -66,6 +67,17 @@ def test_minimal_body_defaults():
     assert boot.networks == "auto"
     assert (boot.min_count, boot.max_count) == (1, 1)
     assert boot.metadata == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [(True, True), ("True", True), ("true", True), (False, False), ("false", False), ("", False), (None, False)],
+)
+def test_config_drive_takes_novas_boolean_spellings(value, wanted):
+    body = _body(config_drive=value)
+    validate(schemas.SERVER_CREATE, body)
+    assert parse_boot_request(body, max_servers=10).config_drive is wanted
+    assert parse_boot_request(_body(), max_servers=10).config_drive is False
 
 
 def test_empty_network_list_means_auto_as_before_2_37():
