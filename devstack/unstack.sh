@@ -54,6 +54,14 @@ if [ -d "$STRATUS_RUN" ]; then
 fi
 
 phase "stratus services" stop_stratus_services
+# dnsmasq and metadata servers outlive stratus-network on purpose (zero-downtime restarts); stop them here.
+network_teardown() {
+    local -a conf_args
+    mapfile -t conf_args < <(stratus_conf_args)
+    [ -x "$STRATUS_VENV/bin/stratus-network" ] && [ -f "$STRATUS_CONF" ] || return 0
+    "$STRATUS_VENV/bin/stratus-network" "${conf_args[@]}" --teardown || warn "network teardown failed"
+}
+phase "dhcp/dns/metadata namespaces" network_teardown
 phase "haproxy" stop_haproxy
 phase "libvirtd + virtlogd" stop_libvirt
 phase "rabbitmq" stop_rabbitmq

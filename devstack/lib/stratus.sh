@@ -80,6 +80,10 @@ token_secret = $token_secret
 [compute]
 virt_type = auto
 connection_uri = qemu:///system
+
+[network]
+# This machine is the network node: per-network namespace with dnsmasq (DHCP/DNS) and the metadata server.
+serve_dhcp = true
 EOF
     chmod 640 "$tmp"
     mv -f "$tmp" "$STRATUS_CONF"
