@@ -55,6 +55,7 @@ class PowerState(IntEnum):
 _COLUMNS = {
     "name", "hostname", "vm_state", "task_state", "power_state", "host", "node", "availability_zone",
     "launched_at", "terminated_at", "attempt", "metadata", "access_ip_v4", "deleted_at", "build_failures",
+    "config_drive",
 }  # fmt: skip
 
 

@@ -19,6 +19,8 @@ PACKAGES=(
     linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools busybox-static fdisk cpio
     # network service
     dnsmasq-base nftables iproute2
+    # config drives (ISO 9660, config-2) and isoinfo for their tests
+    genisoimage
     # scripts: envsubst, curl, pgrep/ps, runuser/setsid/flock
     gettext-base curl ca-certificates procps util-linux
 )

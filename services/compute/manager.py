@@ -29,6 +29,7 @@ from common.exceptions import StratusError
 from services.compute import firewall as fw
 from services.compute.imagecache import ImageCache
 from services.compute.resource_tracker import ResourceTracker
+from services.compute.virt import configdrive
 from services.compute.virt.driver import ComputeDriver, Guest, InstanceInfo, Vif
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class BuildStep(StrEnum):
     NETWORK = "network"
     IMAGE = "image"
     DISK = "disk"
+    CONFIG_DRIVE = "config_drive"  # only for guests that get one (docs/network.md)
     SPAWN = "spawn"
 
 
@@ -209,6 +211,11 @@ class ComputeManager:
                 image_path = await self.image_cache.fetch(request_spec["image"])
             async with self._build_step(ctx, instance_id, BuildStep.DISK):
                 await self.driver.create_disk(guest, image_path)
+            if configdrive.required(instance, self.conf.compute.force_config_drive):
+                async with self._build_step(ctx, instance_id, BuildStep.CONFIG_DRIVE):
+                    files = configdrive.drive_files(instance, ports, self.conf.network.dns_domain)
+                    guest = dataclasses.replace(guest, config_drive=True)
+                    await self.driver.create_config_drive(guest, files)
             async with self._build_step(ctx, instance_id, BuildStep.SPAWN):
                 await self.driver.spawn(guest)
         except _BuildStepFailed as failure:
@@ -216,10 +223,13 @@ class ComputeManager:
             await self._build_failed(ctx, instance_id, attempt, failure)
             return
         LOG.info("instance %s: built and running on %s", instance_id, self.host)
+        values = self._active_values()
+        if guest.config_drive:
+            values["config_drive"] = True  # also when this host forced it: server show says the guest has one
         await self.conductor.instance_update(
             ctx,
             instance_id=instance_id,
-            values=self._active_values(),
+            values=values,
             expected_task_state=[TaskState.NETWORKING, TaskState.SPAWNING],
             event={"event": BUILD_EVENT, "result": "Success", "host": self.host},
         )

@@ -49,6 +49,9 @@ def port_info(
         "mtu": network["mtu"],
         "cidr": str(first["cidr"]) if first is not None else None,
         "gateway_ip": str(gateway).split("/")[0] if gateway is not None else None,
+        # For the compute's config drive (common/metadata.py): the guest's name in DNS, as metadata serves it.
+        "dns_name": port.get("dns_name") or "",
+        "dns_domain": network.get("dns_domain") or "",
     }
 
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import ctypes
-import ipaddress
-import json
 import logging
 import os
 import signal
@@ -32,8 +29,9 @@ from aiohttp import web
 
 from common import config, log
 from common.db.pool import Database
+from common.metadata import ec2_metadata, instance_documents
 
-__all__ = ["build_app", "instance_documents", "main"]
+__all__ = ["build_app", "main"]
 
 LOG = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
@@ -88,71 +86,6 @@ async def _lookup(conn: asyncpg.Connection, network_id: str, address: str) -> di
     inst["ports"] = [dict(p) for p in ports]
     inst["address"] = address
     return inst
-
-
-def instance_documents(inst: dict[str, Any], dns_domain: str) -> dict[str, Any]:
-    """The OpenStack documents for one instance: ``meta_data``, ``network_data``, ``user_data`` (bytes or None)."""
-    label = inst["dns_name"] or inst["hostname"]
-    fqdn = f"{label}.{dns_domain}"
-    keys = {inst["key_name"]: inst["key_data"]} if inst.get("key_name") and inst.get("key_data") else {}
-    meta = {
-        "uuid": inst["id"],
-        "name": inst["name"],
-        "hostname": fqdn,
-        "availability_zone": inst.get("availability_zone") or "nova",
-        "project_id": inst["project_id"],
-        "launch_index": inst.get("launch_index", 0),
-        "meta": _json(inst.get("metadata")),
-        "public_keys": keys,
-        "keys": [{"name": k, "type": "ssh", "data": v} for k, v in keys.items()],
-        "devices": [],
-    }
-    links, nets = [], []
-    for i, p in enumerate(inst["ports"]):
-        net = ipaddress.ip_network(str(p["cidr"]))
-        links.append({"id": f"tap{p['id'][:11]}", "type": "bridge", "ethernet_mac_address": str(p["mac_address"]),
-                      "mtu": p["mtu"], "vif_id": p["id"]})  # fmt: skip
-        routes = []
-        if p["gateway_ip"] is not None:
-            routes.append({"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": str(p["gateway_ip"]).split("/")[0]})
-        nets.append({"id": f"network{i}", "type": "ipv4_dhcp", "link": links[-1]["id"], "ip_address": p["ip"],
-                     "netmask": str(net.netmask), "routes": routes, "network_id": p["network_id"]})  # fmt: skip
-    user_data = None
-    if inst.get("user_data"):
-        try:
-            user_data = base64.b64decode(inst["user_data"], validate=True)
-        except ValueError:
-            user_data = inst["user_data"].encode()
-    return {
-        "meta_data": meta,
-        "network_data": {"links": links, "networks": nets, "services": []},
-        "user_data": user_data,
-    }
-
-
-def _json(value: Any) -> Any:
-    return (json.loads(value) if isinstance(value, str) else value) or {}
-
-
-def _ec2_tree(inst: dict[str, Any], docs: dict[str, Any]) -> dict[str, Any]:
-    meta = docs["meta_data"]
-    tree: dict[str, Any] = {
-        "ami-id": inst.get("image_id") or "",
-        "ami-launch-index": str(meta["launch_index"]),
-        "hostname": meta["hostname"],
-        "local-hostname": meta["hostname"],
-        "instance-id": inst["id"],
-        "instance-type": (_json(inst.get("flavor")) or {}).get("name", ""),
-        "local-ipv4": inst["address"],
-        "mac": str(inst["mac_address"]),
-        "placement": {"availability-zone": meta["availability_zone"]},
-        "reservation-id": inst.get("reservation_id") or "",
-        "security-groups": "default",
-    }
-    if meta["public_keys"]:
-        name, key = next(iter(meta["public_keys"].items()))
-        tree["public-keys"] = {f"0={name}": {"openssh-key": key}}
-    return tree
 
 
 def _walk(tree: Any, parts: list[str]) -> web.Response:
@@ -213,7 +146,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 raise web.HTTPNotFound()
             return web.Response(body=docs["user_data"], content_type="application/octet-stream")
         if parts[1] == "meta-data":
-            return _walk(_ec2_tree(inst, docs), parts[2:])
+            return _walk(ec2_metadata(inst, docs), parts[2:])
     raise web.HTTPNotFound()
 
 

@@ -51,6 +51,7 @@ class Guest:
     image_format: str = "qcow2"
     project_id: str = ""
     vifs: tuple[Vif, ...] = field(default_factory=tuple)
+    config_drive: bool = False  # a config-2 cdrom (``create_config_drive``) is attached
 
     @classmethod
     def from_request(cls, instance: dict[str, Any], request_spec: dict[str, Any], ports: list[dict[str, Any]]) -> Guest:
@@ -131,6 +132,11 @@ class ComputeDriver(abc.ABC):
 
         On failure it may leave the instance directory behind; ``destroy`` removes it.
         """
+
+    @abc.abstractmethod
+    async def create_config_drive(self, guest: Guest, files: dict[str, bytes]) -> None:
+        """Make the guest's config drive holding ``files`` (path → content); ``spawn`` attaches it when
+        ``guest.config_drive``. Idempotent; raises ``DiskError``. ``destroy`` removes it."""
 
     @abc.abstractmethod
     async def spawn(self, guest: Guest) -> None:

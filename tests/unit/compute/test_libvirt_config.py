@@ -119,3 +119,16 @@ def test_parse_capabilities():
 def test_parse_capabilities_without_kvm():
     caps = vconfig.parse_capabilities(CAPS.replace("<domain type='kvm'/>", ""))
     assert not caps.kvm_offered
+
+
+def test_config_drive_is_a_read_only_raw_ide_cdrom_after_the_boot_disk():
+    path = f"/var/lib/stratus/instances/{UUID}/disk.config"
+    root = ET.fromstring(vconfig.to_xml(spec(cdrom=vconfig.CdromSpec(path=path))))
+    disk, cdrom = root.findall("devices/disk")
+    assert disk.get("device") == "disk" and disk.find("target").get("dev") == "vda"
+    assert cdrom.attrib == {"type": "file", "device": "cdrom"}
+    assert cdrom.find("driver").attrib == {"name": "qemu", "type": "raw"}
+    assert cdrom.find("source").get("file") == path
+    assert cdrom.find("target").attrib == {"dev": "hdd", "bus": "ide"}
+    assert cdrom.find("readonly") is not None
+    assert root.find("os/boot").get("dev") == "hd"  # still boots from the virtio disk

@@ -265,3 +265,27 @@ async def test_instance_id_that_is_not_a_uuid_is_refused_before_anything_is_made
     [failed] = conductor.named("build_failed")
     assert failed["step"] == "validate" and "badly formed hexadecimal UUID string" in failed["reason"]
     assert network.calls == []
+
+
+@pytest.mark.parametrize("asked", [True, False])
+async def test_config_drive_step_when_asked_or_forced(manager, conductor, driver, image_file, conf, ctx, asked):
+    if not asked:
+        conf.set_override("force_config_drive", True, group="compute")
+    instance, spec = build_request(image_file.image())
+    instance["config_drive"] = asked
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    steps = [(e["event"], e["result"]) for e in all_events(conductor) if e["event"].startswith("compute_build_")]
+    assert steps[7:-1] == [("compute_build_config_drive", "start"), ("compute_build_config_drive", "Success"),
+                         ("compute_build_spawn", "start"), ("compute_build_spawn", "Success")]  # fmt: skip
+    assert conductor.named("instance_update")[-1]["values"]["config_drive"] is True
+    xml = driver._conn.lookupByUUIDString(instance["id"]).XMLDesc(0)  # test:/// keeps the XML, makes no file
+    assert "disk.config" in xml and 'device="cdrom"' in xml.replace("'", '"')
+
+
+async def test_no_config_drive_no_step(manager, conductor, driver, image_file, ctx):
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    assert not [e for e in all_events(conductor) if e["event"] == "compute_build_config_drive"]
+    assert "config_drive" not in conductor.named("instance_update")[-1]["values"]
+    assert "cdrom" not in driver._conn.lookupByUUIDString(instance["id"]).XMLDesc(0)

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "METADATA_NS",
+    "CdromSpec",
     "DiskSpec",
     "DomainSpec",
     "DomainSummary",
@@ -37,6 +38,15 @@ class DiskSpec:
     path: str
     format: str = "qcow2"
     target: str = "vda"
+
+
+@dataclass(frozen=True)
+class CdromSpec:
+    """A read-only raw image on an IDE cdrom (the config drive): the ``pc`` machine's IDE needs no extra guest
+    driver beyond ata_piix, and Debian's cloud kernels have no AHCI for SATA."""
+
+    path: str
+    target: str = "hdd"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class DomainSpec:
     disk: DiskSpec
     console_log: str
     interfaces: tuple[InterfaceSpec, ...] = field(default_factory=tuple)
+    cdrom: CdromSpec | None = None
     metadata: GuestMetadata = field(default_factory=GuestMetadata)
     arch: str = "x86_64"
     machine: str = "pc"
@@ -111,6 +122,12 @@ def _devices(parent: ET.Element, spec: DomainSpec) -> None:
     _sub(disk, "driver", name="qemu", type=spec.disk.format)
     _sub(disk, "source", file=spec.disk.path)
     _sub(disk, "target", dev=spec.disk.target, bus="virtio")
+    if spec.cdrom is not None:
+        cdrom = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(cdrom, "driver", name="qemu", type="raw")
+        _sub(cdrom, "source", file=spec.cdrom.path)
+        _sub(cdrom, "target", dev=spec.cdrom.target, bus="ide")
+        _sub(cdrom, "readonly")
     for nic in spec.interfaces:
         iface = _sub(devices, "interface", type="bridge")
         _sub(iface, "mac", address=nic.mac)

@@ -31,7 +31,7 @@ from common.db.instances import PowerState
 from common.exceptions import BadRequest, NotFound
 from services.compute import paths
 from services.compute.exceptions import BridgeUnavailable, VirtError
-from services.compute.virt import disk
+from services.compute.virt import configdrive, disk
 from services.compute.virt.driver import ComputeDriver, Guest, HostCapacity, InstanceInfo
 from services.compute.virt.libvirt import config as vconfig
 from services.compute.virt.libvirt import probe, vif
@@ -241,6 +241,13 @@ class LibvirtDriver(ComputeDriver):
         await asyncio.to_thread(instance_dir.mkdir, parents=True, exist_ok=True)
         await disk.create_overlay(image, guest.image_format, instance_dir / "disk", guest.disk_gb)
 
+    async def create_config_drive(self, guest: Guest, files: dict[str, bytes]) -> None:
+        if not self._real_host:
+            return
+        instance_dir = self._instance_dir(guest.uuid)
+        await asyncio.to_thread(instance_dir.mkdir, parents=True, exist_ok=True)
+        await configdrive.make_iso(instance_dir / configdrive.FILE_NAME, files)
+
     def _domain_spec(self, guest: Guest) -> vconfig.DomainSpec:
         instance_dir = self._instance_dir(guest.uuid)
         return vconfig.DomainSpec(
@@ -250,6 +257,7 @@ class LibvirtDriver(ComputeDriver):
             vcpus=guest.vcpus,
             disk=vconfig.DiskSpec(path=str(instance_dir / "disk")),
             console_log=str(instance_dir / "console.log"),
+            cdrom=vconfig.CdromSpec(path=str(instance_dir / configdrive.FILE_NAME)) if guest.config_drive else None,
             interfaces=tuple(
                 vconfig.InterfaceSpec(mac=v.mac, bridge=v.bridge, target_dev=v.tap_name, mtu=v.mtu) for v in guest.vifs
             ),
