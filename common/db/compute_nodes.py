@@ -56,10 +56,14 @@ async def list_nodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 # The capacity a claim may use: (total - reserved) * ratio, per resource; a ratio set in the metadata of an
 # aggregate holding the host overrides the host's own (the lowest of several wins), as the scheduler assumes.
+# The CTE ``r`` is read through scalar subqueries, never joined in the UPDATE: when two claims queue on the same
+# row lock, PostgreSQL re-checks the waiting UPDATE against the new row version (EvalPlanQual), and a joined CTE
+# there yields no row, which made a claim that fits look lost.
 _FITS = """
-    vcpus_used + $2 <= (vcpus - reserved_host_cpus) * COALESCE(r.cpu, cpu_allocation_ratio)
-    AND memory_mb_used + $3 <= (memory_mb - reserved_host_memory_mb) * COALESCE(r.ram, ram_allocation_ratio)
-    AND local_gb_used + $4 <= (local_gb - reserved_host_disk_gb) * COALESCE(r.disk, disk_allocation_ratio)
+    vcpus_used + $2 <= (vcpus - reserved_host_cpus) * COALESCE((SELECT cpu FROM r), cpu_allocation_ratio)
+    AND memory_mb_used + $3
+        <= (memory_mb - reserved_host_memory_mb) * COALESCE((SELECT ram FROM r), ram_allocation_ratio)
+    AND local_gb_used + $4 <= (local_gb - reserved_host_disk_gb) * COALESCE((SELECT disk FROM r), disk_allocation_ratio)
 """
 
 # One row always (aggregates without a GROUP BY): NULLs when no aggregate of the host overrides a ratio.
@@ -108,7 +112,6 @@ async def claim(
         WITH r AS ({_RATIOS}), node AS (
             UPDATE compute_nodes SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
                    local_gb_used = local_gb_used + $4, updated_at = now()
-            FROM r
             WHERE host = $1 AND {_FITS}
             RETURNING compute_nodes.*
         ), alloc AS (

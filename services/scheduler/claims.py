@@ -49,8 +49,7 @@ inst AS (
 node AS (
     UPDATE compute_nodes SET vcpus_used = vcpus_used + $2, memory_mb_used = memory_mb_used + $3,
            local_gb_used = local_gb_used + $4, updated_at = now()
-    FROM r, inst
-    WHERE host = $1 AND {_FITS}
+    WHERE host = $1 AND EXISTS (SELECT 1 FROM inst) AND {_FITS}
     RETURNING compute_nodes.*
 ),
 alloc AS (

@@ -161,7 +161,7 @@ def test_aggregate_zone_extra_specs_and_ratio_override(cloud):
         conn.compute.create_flavor_extra_specs(ssd, {"aggregate_instance_extra_specs:ssd": "true"})
         gpu = conn.compute.create_flavor(name="gpu.tiny", ram=128, vcpus=1, disk=1)
         conn.compute.create_flavor_extra_specs(gpu, {"aggregate_instance_extra_specs:gpu": "true"})
-        time.sleep(0.5)  # the aggregate change reaches the schedulers on the fanout
+        time.sleep(1.5)  # the aggregate change reaches the schedulers on the fanout
         (on_ssd,) = boot(cloud, "on-ssd", flavor=ssd.id)
         settle(cloud, [on_ssd])
         assert host_of(cloud, on_ssd) == "compute-2"
@@ -177,7 +177,7 @@ def test_aggregate_zone_extra_specs_and_ratio_override(cloud):
         # compute-2 holds 1 vCPU; a ratio of 0.5 makes its limit 1: the filters and the claim statement refuse more.
         meta = {"set_metadata": {"metadata": {"cpu_allocation_ratio": "0.5"}}}
         assert api(cloud, "POST", f"/os-aggregates/{agg}/action", meta)[0] == 200
-        time.sleep(0.5)
+        time.sleep(1.5)
         (full,) = boot(cloud, "over", az="az-x")
         settle(cloud, [full], "ERROR")
         assert "CoreFilter: 1 hosts lack 1 free vCPUs" in fault(cloud, full)
@@ -274,7 +274,7 @@ def test_failed_build_is_rescheduled_and_a_silent_host_drops_out(cloud):
         assert [f["host"] for f in chain] == ["ghost"] and "unreachable" in chain[0]["reason"]
 
         _report_ghost(cloud, availability_zone="ghost-az")
-        time.sleep(0.5)
+        time.sleep(1.5)
         (lost,) = boot(cloud, "nowhere", az="ghost-az")
         settle(cloud, [lost], "ERROR")
         message = fault(cloud, lost)
