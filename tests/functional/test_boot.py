@@ -137,6 +137,8 @@ def test_request_id_reaches_every_service_and_the_action_events(cloud):
          None, "min_count"),
         ({"server": {"name": "x", "flavorRef": "1", "imageRef": "IMAGE", "networks": "auto",
                      "user_data": "***not base64***"}}, None, "user_data"),
+        ({"server": {"name": "x", "flavorRef": "1", "imageRef": "IMAGE", "networks": "auto",
+                     "config_drive": "maybe"}}, None, "config_drive"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_named_400_and_creates_nothing(cloud, body, raw, needle):
@@ -158,6 +160,29 @@ def test_bad_input_is_a_named_400_and_creates_nothing(cloud, body, raw, needle):
 def test_unknown_server_is_item_not_found(cloud):
     status, body, _ = _raw(cloud, "GET", "/compute/v2.1/servers/nope")
     assert status == 404 and "itemNotFound" in body
+
+
+def test_config_drive_is_built_recorded_and_shown(cloud):
+    conn = cloud.sdk()
+    flavor = conn.compute.find_flavor("m1.tiny")
+    image = conn.image.find_image("tiny")
+    net = conn.network.find_network("private")
+    status, body, headers = _raw(cloud, "POST", "/compute/v2.1/servers", {"server": {
+        "name": "fn-cd", "flavorRef": flavor.id, "imageRef": image.id, "networks": [{"uuid": net.id}],
+        "config_drive": "true"}})  # fmt: skip
+    assert status == 202, body
+    server_id, request_id = body["server"]["id"], headers["x-openstack-request-id"]
+    assert wait_status(conn, server_id, {"ACTIVE", "ERROR"}).status == "ACTIVE"
+    status, body, _ = _raw(cloud, "GET", f"/compute/v2.1/servers/{server_id}")
+    assert body["server"]["config_drive"] == "True"
+    status, body, _ = _raw(cloud, "GET", f"/compute/v2.1/servers/{server_id}/os-instance-actions/{request_id}")
+    events = {e["event"]: e for e in body["instanceAction"]["events"]}
+    assert events["compute_build_config_drive"]["result"] == "Success", events
+    assert events["compute_build_config_drive"]["host"].startswith("compute-")
+    plain = wait_status(conn, _boot(conn, "fn-no-cd").id, {"ACTIVE", "ERROR"})
+    assert _raw(cloud, "GET", f"/compute/v2.1/servers/{plain.id}")[1]["server"]["config_drive"] == ""
+    conn.compute.delete_server(server_id)
+    conn.compute.delete_server(plain.id)
 
 
 def test_user_data_and_key_reach_the_instance_record(cloud):
