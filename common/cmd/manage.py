@@ -122,14 +122,7 @@ async def _flavors(conn: asyncpg.Connection) -> list[str]:
 
 async def _image(conn: asyncpg.Connection, project_id: str, args: argparse.Namespace, digests: Any) -> str:
     path = args.image_file.resolve()
-    values = {
-        "status": "active",
-        "size": digests.size,
-        "checksum": digests.checksum,
-        "os_hash_algo": digests.os_hash_algo,
-        "os_hash_value": digests.os_hash_value,
-        "location": path.as_uri(),
-    }
+    values = digests.active_values(path)
     existing = await conn.fetchrow(
         "SELECT * FROM images WHERE name = $1 AND project_id = $2 AND deleted_at IS NULL ORDER BY created_at LIMIT 1",
         args.image_name,

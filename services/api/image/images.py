@@ -256,14 +256,7 @@ async def upload_image(request: web.Request) -> web.Response:
         if isinstance(e, OSError):  # a local disk problem, not the database's (as the middleware would assume)
             raise exceptions.ServiceUnavailable(f"Could not store the data of image {iid}: {e}") from e
         raise
-    values = {
-        "status": "active",
-        "size": digests.size,
-        "checksum": digests.checksum,
-        "os_hash_algo": digests.os_hash_algo,
-        "os_hash_value": digests.os_hash_value,
-        "location": path.as_uri(),
-    }
+    values = digests.active_values(path)
     row = await dbase.run(lambda conn: db.update(conn, iid, values, expected_status="saving"))
     if row is None:  # deleted while we were receiving
         await store.remove(path)

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 __all__ = ["HASH_ALGO", "Digests", "ImageStore", "digest_file", "location_path"]
@@ -31,6 +31,17 @@ class Digests:
     checksum: str  # md5 hex
     os_hash_value: str  # sha256 hex
     os_hash_algo: str = HASH_ALGO
+
+    def active_values(self, path: Path) -> dict[str, Any]:
+        """The image columns of an image whose data is stored at ``path``."""
+        return {
+            "status": "active",
+            "size": self.size,
+            "checksum": self.checksum,
+            "os_hash_algo": self.os_hash_algo,
+            "os_hash_value": self.os_hash_value,
+            "location": path.as_uri(),
+        }
 
 
 class _Hasher:

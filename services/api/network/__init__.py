@@ -108,11 +108,33 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/network/", versions)
     app.router.add_get(PREFIX, v2_root)
     app.router.add_get(f"{PREFIX}/", v2_root)
-    networks.add_routes(app, PREFIX, w)
-    subnets.add_routes(app, PREFIX, w)
-    ports.add_routes(app, PREFIX, w)
-    security_groups.add_routes(app, PREFIX, w)
+    sg = security_groups
+    _resource(app, w, "networks", "network_id", networks.list_networks, networks.create_network, networks.show_network,
+              networks.update_network, networks.delete_network)  # fmt: skip
+    _resource(app, w, "subnets", "subnet_id", subnets.list_subnets, subnets.create_subnet, subnets.show_subnet,
+              subnets.update_subnet, subnets.delete_subnet)  # fmt: skip
+    _resource(app, w, "ports", "port_id", ports.list_ports, ports.create_port, ports.show_port, ports.update_port,
+              ports.delete_port)  # fmt: skip
+    _resource(app, w, "security-groups", "group_id", sg.list_groups, sg.create_group, sg.show_group, sg.update_group,
+              sg.delete_group)  # fmt: skip
+    _resource(
+        app, w, "security-group-rules", "rule_id", sg.list_rules, sg.create_rule, sg.show_rule, None, sg.delete_rule
+    )
+
     app.router.add_get(f"{PREFIX}/extensions", w(list_extensions))
     app.router.add_get(f"{PREFIX}/extensions/{{alias}}", w(show_extension))
     app.router.add_get(f"{PREFIX}/quotas/{{project_id}}", w(show_quota))
     app.router.add_get(f"{PREFIX}/quotas/{{project_id}}/details.json", w(show_quota_details))
+
+
+def _resource(app: web.Application, wrap: Any, collection: str, key: str, list_: Any, create: Any, show: Any,
+              update: Any, delete: Any) -> None:  # fmt: skip
+    """Neutron's five routes of one collection (no PUT where ``update`` is None)."""
+    base = f"{PREFIX}/{collection}"
+    app.router.add_get(base, wrap(list_))
+    app.router.add_post(base, wrap(create))
+    item = f"{base}/{{{key}}}"
+    app.router.add_get(item, wrap(show))
+    if update is not None:
+        app.router.add_put(item, wrap(update))
+    app.router.add_delete(item, wrap(delete))

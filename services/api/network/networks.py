@@ -28,7 +28,7 @@ from services.api.network.common import (
     validate_member,
 )
 
-__all__ = ["add_routes", "network_view", "visible_network"]
+__all__ = ["network_view", "visible_network"]
 
 FILTERS = {
     "id": ("id", text),
@@ -197,11 +197,3 @@ async def delete_network(request: web.Request) -> web.Response:
 
     await request.app[DB].run(txn)
     return web.Response(status=204)
-
-
-def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
-    app.router.add_get(f"{prefix}/networks", wrap(list_networks))
-    app.router.add_post(f"{prefix}/networks", wrap(create_network))
-    app.router.add_get(f"{prefix}/networks/{{network_id}}", wrap(show_network))
-    app.router.add_put(f"{prefix}/networks/{{network_id}}", wrap(update_network))
-    app.router.add_delete(f"{prefix}/networks/{{network_id}}", wrap(delete_network))

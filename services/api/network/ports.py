@@ -31,7 +31,7 @@ from services.api.network.common import (
 from services.api.network.networks import visible_network
 from services.network import ipam
 
-__all__ = ["add_routes", "port_view"]
+__all__ = ["port_view"]
 
 
 def _mac(name: str, value: str) -> str:
@@ -282,11 +282,3 @@ async def delete_port(request: web.Request) -> web.Response:
 
     await request.app[DB].run(txn)
     return web.Response(status=204)
-
-
-def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
-    app.router.add_get(f"{prefix}/ports", wrap(list_ports))
-    app.router.add_post(f"{prefix}/ports", wrap(create_port))
-    app.router.add_get(f"{prefix}/ports/{{port_id}}", wrap(show_port))
-    app.router.add_put(f"{prefix}/ports/{{port_id}}", wrap(update_port))
-    app.router.add_delete(f"{prefix}/ports/{{port_id}}", wrap(delete_port))

@@ -31,7 +31,7 @@ from services.api.network.common import (
     validate_member,
 )
 
-__all__ = ["add_routes", "default_group"]
+__all__ = ["default_group"]
 
 
 GROUP_FILTERS = {
@@ -325,15 +325,3 @@ async def delete_rule(request: web.Request) -> web.Response:
 
     await request.app[DB].run(txn)
     return web.Response(status=204)
-
-
-def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
-    app.router.add_get(f"{prefix}/security-groups", wrap(list_groups))
-    app.router.add_post(f"{prefix}/security-groups", wrap(create_group))
-    app.router.add_get(f"{prefix}/security-groups/{{group_id}}", wrap(show_group))
-    app.router.add_put(f"{prefix}/security-groups/{{group_id}}", wrap(update_group))
-    app.router.add_delete(f"{prefix}/security-groups/{{group_id}}", wrap(delete_group))
-    app.router.add_get(f"{prefix}/security-group-rules", wrap(list_rules))
-    app.router.add_post(f"{prefix}/security-group-rules", wrap(create_rule))
-    app.router.add_get(f"{prefix}/security-group-rules/{{rule_id}}", wrap(show_rule))
-    app.router.add_delete(f"{prefix}/security-group-rules/{{rule_id}}", wrap(delete_rule))

@@ -30,7 +30,7 @@ from services.api.network.common import (
 from services.api.network.networks import visible_network
 from services.network import ipam
 
-__all__ = ["add_routes", "subnet_view"]
+__all__ = ["subnet_view"]
 
 FILTERS = {
     "id": ("id", text),
@@ -228,11 +228,3 @@ async def delete_subnet(request: web.Request) -> web.Response:
 
     await request.app[DB].run(txn)
     return web.Response(status=204)
-
-
-def add_routes(app: web.Application, prefix: str, wrap: Any) -> None:
-    app.router.add_get(f"{prefix}/subnets", wrap(list_subnets))
-    app.router.add_post(f"{prefix}/subnets", wrap(create_subnet))
-    app.router.add_get(f"{prefix}/subnets/{{subnet_id}}", wrap(show_subnet))
-    app.router.add_put(f"{prefix}/subnets/{{subnet_id}}", wrap(update_subnet))
-    app.router.add_delete(f"{prefix}/subnets/{{subnet_id}}", wrap(delete_subnet))
