@@ -10,6 +10,8 @@
 #   STRATUS-GUEST: booted
 #   STRATUS-GUEST: ip=<addr>          or  STRATUS-GUEST: no-dhcp
 #   STRATUS-GUEST: hostname=<name>    and STRATUS-GUEST: ssh-key=<n>   (or STRATUS-GUEST: no-metadata)
+#   STRATUS-GUEST: config-drive hostname=<name> and ssh-key=<n>   (no metadata answered, a config-2 drive did;
+#                  without DHCP its network_data.json address is applied: STRATUS-GUEST: config-drive ip=<addr>)
 #   STRATUS-GUEST: user-data-start ... user-data-end rc=<n>   (user data starting with #! runs as a script)
 #   STRATUS-GUEST: ready
 #
@@ -92,7 +94,9 @@ mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || log "mknod /dev/console no
 # --- kernel modules: the virtio drivers and everything they depend on, in load order ------------------
 # modules.dep lists each module's full dependency closure; a depth-first walk gives a load order with
 # dependencies first. Modules built into the kernel (modules.builtin) need nothing.
-WANTED="virtio_pci virtio_blk virtio_net net_failover failover virtio_rng virtio_console button evdev ${STRATUS_GUEST_MODULES:-}"
+# ata_piix, sr_mod, cdrom and isofs read a config drive (an ISO 9660 image on the pc machine's IDE cdrom).
+WANTED="virtio_pci virtio_blk virtio_net net_failover failover virtio_rng virtio_console button evdev"
+WANTED="$WANTED ata_piix sr_mod cdrom isofs ${STRATUS_GUEST_MODULES:-}"
 declare -A DEP_OF=() PATH_OF=() SEEN=()
 ORDER=()
 while IFS= read -r line; do
@@ -191,8 +195,57 @@ else
     marker no-dhcp
 fi
 
+# apply_meta JSON: hostname and ssh keys from an OpenStack meta_data.json (one line); markers uuid and ssh-key.
+apply_meta() {
+    name=$(echo "$1" | sed -n 's/.*"hostname": *"\([^"]*\)".*/\1/p')
+    [ -n "$name" ] || name=$(echo "$1" | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
+    uuid=$(echo "$1" | sed -n 's/.*"uuid": *"\([^"]*\)".*/\1/p')
+    if [ -n "$name" ]; then
+        hostname "${name%%.*}"
+        echo "127.0.1.1 $name ${name%%.*}" >>/etc/hosts
+    fi
+    # public_keys is a {"name": "key", ...} object: every 4th "-separated field is a key.
+    echo "$1" | awk '{
+        i = index($0, "\"public_keys\""); if (!i) exit
+        s = substr($0, i + 13); j = index(s, "{"); if (!j) exit
+        s = substr(s, j + 1); k = index(s, "}"); s = substr(s, 1, k - 1)
+        n = split(s, a, "\""); for (m = 4; m <= n; m += 4) print a[m]
+    }' >/root/.ssh/authorized_keys
+    chmod 600 /root/.ssh/authorized_keys
+    [ -n "$uuid" ] && marker "uuid=$uuid"
+}
+
+# User data that is a script runs once, its output on the console between markers (cloud-init's runcmd, in
+# small): tests drive a guest through it.
+run_user_data() {
+    if [ -s "$1" ] && head -c 2 "$1" | grep -q '^#!'; then
+        marker user-data-start
+        sh "$1" 2>&1
+        marker "user-data-end rc=$?"
+    fi
+}
+
+# The config drive: an ISO 9660 volume labelled config-2 (the label is at byte 32808 of the volume). The IDE
+# cdrom is probed asynchronously: give it up to 2 s to appear. Mounted on /mnt/config; 1 when there is none.
+mount_config_drive() {
+    i=0
+    while [ $i -lt 20 ]; do
+        for dev in /dev/sr0 /dev/sr1 /dev/hdc /dev/hdd; do
+            [ -b "$dev" ] || continue
+            label=$(dd if="$dev" bs=1 skip=32808 count=8 2>/dev/null)
+            if [ "$label" = config-2 ]; then
+                mkdir -p /mnt/config
+                mount -t iso9660 -o ro "$dev" /mnt/config && return 0
+            fi
+        done
+        usleep 100000
+        i=$((i + 1))
+    done
+    return 1
+}
+
+md=
 if [ $have_ip = 1 ]; then
-    md=
     for try in 1 2 3; do
         # Debian's busybox 1.35 is built without wget -T (the option segfaults it): bound it with timeout.
         md=$(timeout 3 wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json 2>/dev/null) && break
@@ -200,37 +253,34 @@ if [ $have_ip = 1 ]; then
         sleep 1
     done
     if [ -n "$md" ]; then
-        md=$(echo "$md" | tr -d '\n')
-        name=$(echo "$md" | sed -n 's/.*"hostname": *"\([^"]*\)".*/\1/p')
-        [ -n "$name" ] || name=$(echo "$md" | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
-        uuid=$(echo "$md" | sed -n 's/.*"uuid": *"\([^"]*\)".*/\1/p')
-        if [ -n "$name" ]; then
-            hostname "${name%%.*}"
-            echo "127.0.1.1 $name ${name%%.*}" >>/etc/hosts
-        fi
-        # public_keys is a {"name": "key", ...} object: every 4th "-separated field is a key.
-        echo "$md" | awk '{
-            i = index($0, "\"public_keys\""); if (!i) exit
-            s = substr($0, i + 13); j = index(s, "{"); if (!j) exit
-            s = substr(s, j + 1); k = index(s, "}"); s = substr(s, 1, k - 1)
-            n = split(s, a, "\""); for (m = 4; m <= n; m += 4) print a[m]
-        }' >/root/.ssh/authorized_keys
-        chmod 600 /root/.ssh/authorized_keys
-        [ -n "$uuid" ] && marker "uuid=$uuid"
+        apply_meta "$(echo "$md" | tr -d '\n')"
         marker "hostname=$(hostname)"
         marker "ssh-key=$(grep -c . /root/.ssh/authorized_keys)"
-        # User data that is a script runs once, its output on the console between markers (cloud-init's
-        # runcmd, in small): tests drive a guest through it.
-        if timeout 5 wget -q -O /tmp/user-data http://169.254.169.254/openstack/latest/user_data 2>/dev/null &&
-            head -c 2 /tmp/user-data | grep -q '^#!'; then
-            marker user-data-start
-            sh /tmp/user-data 2>&1
-            marker "user-data-end rc=$?"
-        fi
+        timeout 5 wget -q -O /tmp/user-data http://169.254.169.254/openstack/latest/user_data 2>/dev/null &&
+            run_user_data /tmp/user-data
     else
         marker no-metadata
         ip -4 route  # for diagnosis: is there a route to 169.254.169.254?
     fi
+fi
+
+if [ -z "$md" ] && mount_config_drive; then
+    cd_dir=/mnt/config/openstack/latest
+    # No DHCP: the first address of network_data.json, on eth0, with its default route.
+    if [ $have_ip = 0 ] && [ -e /sys/class/net/eth0 ] && [ -r $cd_dir/network_data.json ]; then
+        nd=$(tr -d '\n' <$cd_dir/network_data.json)
+        addr=$(echo "$nd" | sed -n 's/.*"ip_address": *"\([^"]*\)".*/\1/p')
+        mask=$(echo "$nd" | sed -n 's/.*"netmask": *"\([^"]*\)".*/\1/p')
+        gw=$(echo "$nd" | sed -n 's/.*"gateway": *"\([^"]*\)".*/\1/p')
+        if [ -n "$addr" ] && ifconfig eth0 "$addr" netmask "${mask:-255.255.255.0}" up; then
+            [ -n "$gw" ] && route add default gw "$gw" eth0 2>/dev/null
+            marker "config-drive ip=$addr"
+        fi
+    fi
+    apply_meta "$(tr -d '\n' <$cd_dir/meta_data.json)"
+    marker "config-drive hostname=$(hostname)"
+    marker "ssh-key=$(grep -c . /root/.ssh/authorized_keys)"
+    run_user_data $cd_dir/user_data
 fi
 
 marker ready
