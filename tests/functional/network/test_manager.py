@@ -15,7 +15,8 @@ from services.network.manager import NetworkManager
 pytestmark = pytest.mark.functional
 
 CTX = RequestContext(project_id="proj", roles=("member",))
-PORT_KEYS = {"id", "network_id", "mac_address", "fixed_ips", "bridge", "mtu", "cidr", "gateway_ip"}
+PORT_KEYS = {"id", "network_id", "mac_address", "fixed_ips", "bridge", "mtu", "cidr", "gateway_ip", "dns_name",
+             "dns_domain"}  # fmt: skip
 
 
 @pytest.fixture

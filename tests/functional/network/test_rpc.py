@@ -59,6 +59,8 @@ async def test_allocate_and_deallocate_over_rpc(net_dsn: str, rabbit_vhost, db: 
                 "mtu": 1500,
                 "cidr": "10.50.0.0/30",
                 "gateway_ip": "10.50.0.1",
+                "dns_name": "vm1",
+                "dns_domain": ports[0]["dns_domain"],
             }
         ]
         # the /30 is full now: the typed error crosses the wire as itself, a 409 naming the subnet

@@ -98,6 +98,11 @@ class FakeNetwork:
         self.calls.append(("deallocate_for_instance", kw))
         return {"deleted": [], "unbound": []}
 
+    async def get_host_ports(self, ctx: RequestContext, **kw: Any) -> list[dict[str, Any]]:
+        """No firewall view: these tests exercise the driver and the manager, not per-port rules."""
+        self.calls.append(("get_host_ports", kw))
+        return []
+
 
 def build_request(image: dict[str, Any], *, vcpus: int = 1, ram_mb: int = 128, disk_gb: int = 1, nets: int = 1):
     """(instance, request_spec) as the scheduler casts them."""
