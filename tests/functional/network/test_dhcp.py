@@ -137,7 +137,7 @@ def test_port_gets_static_dhcp_and_dns_and_restarts_lose_nothing(dhcp_cloud):
             old = pid_file.read_text().strip()
             (_state(c, net.id) / "dnsmasq.argv").write_text("[]")
             conn.network.update_port(port.id, description=f"replace-{i}")  # any change wakes the agent
-            wait_for(lambda o=old: pid_file.exists() and pid_file.read_text().strip() not in ("", o), 30,
+            wait_for(lambda o=old: pid_file.exists() and pid_file.read_text().strip() not in ("", o), 60,
                      what="dnsmasq replaced")  # fmt: skip
         time.sleep(0.5)
         probe.terminate()
