@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -24,18 +22,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.cloud import ADMIN_PASSWORD, Cloud  # noqa: E402
+from benchmarks._results import record  # noqa: E402
+from tests.fixtures.cloud import Cloud, admin_token  # noqa: E402
 from tests.fixtures.postgres import PostgresServer  # noqa: E402
 from tests.fixtures.rabbitmq import RabbitCluster  # noqa: E402
-
-
-async def token(session: aiohttp.ClientSession, endpoint: str) -> str:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "domain": {"name": "Default"}, "password": ADMIN_PASSWORD}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}  # fmt: skip
-    async with session.post(f"{endpoint}/identity/v3/auth/tokens", json=body) as r:
-        r.raise_for_status()
-        return r.headers["X-Subject-Token"]
 
 
 async def bench_network(session: aiohttp.ClientSession, endpoint: str, headers: dict, servers: int) -> str:
@@ -57,7 +47,7 @@ async def bench_network(session: aiohttp.ClientSession, endpoint: str, headers: 
 
 async def run(endpoint: str, servers: int, clients: int, timeout: float) -> dict:
     async with aiohttp.ClientSession() as session:
-        tok = await token(session, endpoint)
+        tok = await admin_token(session, endpoint)
         headers = {"X-Auth-Token": tok}
         net = await bench_network(session, endpoint, headers, servers)
         async with session.get(f"{endpoint}/image/v2/images?name=tiny", headers=headers) as r:
@@ -145,18 +135,8 @@ def main() -> None:
             pg.cleanup()
     result["hosts"] = args.hosts
     if args.record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(
-                f"| {datetime.now(UTC):%Y-%m-%d} | boot.py | {platform.node()} {_cpus()} cores | "
-                f"hosts={args.hosts} servers={args.servers} clients={args.clients} | {json.dumps(result)} |\n"
-            )
+        record("boot.py", f"hosts={args.hosts} servers={args.servers} clients={args.clients}", result)
     print(json.dumps(result))
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._results import record  # noqa: E402
 from common.context import RequestContext  # noqa: E402
 from common.rpc import Transport  # noqa: E402
 from tests.chaos.conftest import wait_settled  # noqa: E402
@@ -173,11 +173,8 @@ def main() -> None:
             pg.stop()
             pg.cleanup()
     if args.record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(
-                f"| {datetime.now(UTC):%Y-%m-%d} | failover.py | 2 cores | rounds={args.rounds}, kill -9 of node 0 "
-                f"(all attached), 200 casts/s + 15 boots/s via HAProxy | {json.dumps(result)} |\n"
-            )
+        record("failover.py", f"rounds={args.rounds}, kill -9 of node 0 (all attached), 200 casts/s + 15 boots/s "
+               "via HAProxy", result)  # fmt: skip
     print(json.dumps(result))
 
 

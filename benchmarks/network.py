@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import select
 import socket
@@ -27,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -35,10 +33,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.boot import token  # noqa: E402
+from benchmarks._results import record  # noqa: E402
 from services.network import dhcp  # noqa: E402
 from tests.fixtures._common import wait_for  # noqa: E402
-from tests.fixtures.cloud import Cloud  # noqa: E402
+from tests.fixtures.cloud import Cloud, admin_token  # noqa: E402
 from tests.fixtures.postgres import PostgresServer  # noqa: E402
 from tests.fixtures.rabbitmq import RabbitCluster  # noqa: E402
 from tests.functional.network.dhcp_probe import dhcp_discover, dhcp_offer_ip  # noqa: E402
@@ -68,7 +66,7 @@ def helper() -> None:
 
 async def create_ports(endpoint: str, net: str, n: int, clients: int) -> dict:
     async with aiohttp.ClientSession() as session:
-        headers = {"X-Auth-Token": await token(session, endpoint)}
+        headers = {"X-Auth-Token": await admin_token(session, endpoint)}
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n):
             queue.put_nowait(i)
@@ -109,7 +107,7 @@ async def create_ports(endpoint: str, net: str, n: int, clients: int) -> dict:
 async def create_to_live(endpoint: str, net: str, k: int, helper_proc: subprocess.Popen) -> list[float]:
     out = []
     async with aiohttp.ClientSession() as session:
-        headers = {"X-Auth-Token": await token(session, endpoint)}
+        headers = {"X-Auth-Token": await admin_token(session, endpoint)}
         for i in range(k):
             t0 = time.perf_counter()
             body = {"port": {"network_id": net, "name": f"live-{i}", "dns_name": f"live-{i}"}}
@@ -254,9 +252,7 @@ def main() -> None:
     params = (f"ports={args.ports} clients={args.clients} live={args.live} restarts={args.restarts} "
               f"replacements={args.replacements}")  # fmt: skip
     if args.record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(f"| {datetime.now(UTC):%Y-%m-%d} | network.py | {platform.node()} {os.cpu_count()} cores | "
-                    f"{params} | {json.dumps(result)} |\n")  # fmt: skip
+        record("network.py", params, result)
     print(json.dumps(result))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from tests.fixtures.cloud import ADMIN_PASSWORD
+from tests.fixtures.cloud import admin_token
 
 __all__ = ["Load", "Outcome", "admin_token"]
 
@@ -28,15 +28,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status is not None and self.status < 500
-
-
-async def admin_token(session: aiohttp.ClientSession, endpoint: str) -> str:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "domain": {"name": "Default"}, "password": ADMIN_PASSWORD}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}  # fmt: skip
-    async with session.post(f"{endpoint}/identity/v3/auth/tokens", json=body) as r:
-        r.raise_for_status()
-        return r.headers["X-Subject-Token"]
 
 
 @dataclass

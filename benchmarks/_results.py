@@ -1,0 +1,20 @@
+"""One row per benchmark run in benchmarks/RESULTS.md: date, benchmark, machine, parameters, the JSON printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def record(benchmark: str, parameters: str, result: dict[str, Any]) -> None:
+    with open(RESULTS, "a") as f:
+        f.write(
+            f"| {datetime.now(UTC):%Y-%m-%d} | {benchmark} | {platform.node()} {os.cpu_count()} cores | "
+            f"{parameters} | {json.dumps(result)} |\n"
+        )
