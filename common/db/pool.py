@@ -36,6 +36,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without the reset query (asyncpg still rolls back a transaction left open)."""
+
+
 class Database:
     """Owns one pool. ``run(fn)`` runs ``fn(conn)`` in a transaction, retried across connection loss."""
 
@@ -44,7 +48,10 @@ class Database:
         self.retry_timeout = retry_timeout
 
     @classmethod
-    async def connect(cls, conf: cfg.ConfigOpts) -> Database:
+    async def connect(cls, conf: cfg.ConfigOpts, *, session_reset: bool = True) -> Database:
+        """Open the pool. ``session_reset=False`` skips asyncpg's reset query (advisory unlock, ``CLOSE ALL``,
+        ``UNLISTEN``, ``RESET ALL``) on every release, a round trip each time: only for a service that never
+        changes session state on pooled connections (no ``SET``, ``LISTEN``, cursors or session-level locks)."""
         dsn = conf.database.connection
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RETRYABLE),
@@ -58,6 +65,7 @@ class Database:
                     min_size=conf.database.min_pool_size,
                     max_size=conf.database.max_pool_size,
                     init=_init_connection,
+                    reset=None if session_reset else _keep_session,
                     command_timeout=60,
                 )
         return cls(pool, conf.database.retry_timeout)

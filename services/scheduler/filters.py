@@ -13,7 +13,7 @@ from oslo_config import cfg
 
 from services.scheduler.host_state import HostState, HostView
 
-__all__ = ["ALL_FILTERS", "FILTERS", "BaseFilter", "load_filters", "run_filters"]
+__all__ = ["ALL_FILTERS", "FILTERS", "BaseFilter", "load_filters", "passing_hosts", "run_filters"]
 
 
 class BaseFilter:
@@ -320,3 +320,39 @@ def run_filters(
         if not hosts:
             break
     return hosts, explanations
+
+
+# The filters every request runs; ``passing_hosts`` checks them in one pass over the hosts instead of four.
+_FUSED = ("ComputeFilter", "RamFilter", "CoreFilter", "DiskFilter")
+
+
+def passing_hosts(
+    filters: list[BaseFilter], hosts: list[HostState], spec: dict[str, Any]
+) -> tuple[list[HostState], list[str]]:
+    """``run_filters`` for the hot path: the same hosts in the same order, with the up/RAM/vCPU/disk filters (when
+    all four are enabled) fused into one comprehension. Explanations are only computed when no host passes
+    (``run_filters`` is run again for them): they are only needed for the no-host fault."""
+    names = [f.name for f in filters]
+    if not all(n in names for n in _FUSED):
+        return run_filters(filters, hosts, spec)
+    compute = filters[names.index("ComputeFilter")]
+    cutoff = time.monotonic() - compute.view.service_down_time
+    flavor = spec["flavor"]
+    ram, cpu, disk = flavor["ram_mb"], flavor["vcpus"], flavor["disk_gb"]
+    passed = [
+        h
+        for h in hosts
+        if h.memory_mb_limit - h.memory_mb_used >= ram
+        and h.vcpus_limit - h.vcpus_used >= cpu
+        and h.local_gb_limit - h.local_gb_used >= disk
+        and h.last_seen >= cutoff
+        and not h.disabled
+    ]
+    for f in filters:
+        if not passed:
+            break
+        if f.name not in _FUSED and f.applies(spec):
+            passed = f.filter_all(passed, spec)
+    if not passed:
+        return run_filters(filters, hosts, spec)
+    return passed, []

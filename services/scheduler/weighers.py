@@ -7,6 +7,7 @@ request (no soft group, no failures) costs nothing.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, ClassVar
 
 from oslo_config import cfg
@@ -140,13 +141,16 @@ def load_weighers(names: list[str], view: HostView, conf: cfg.ConfigOpts | None 
     return [ALL_WEIGHERS[n](view, conf) for n in names]
 
 
-def weigh(hosts: list[HostState], spec: dict[str, Any], weighers: list[BaseWeigher] | None = None) -> list[HostState]:
-    """Hosts best first. Without ``weighers``: every weigher at its default multiplier."""
+def weigh(
+    hosts: list[HostState], spec: dict[str, Any], weighers: list[BaseWeigher] | None = None, best: int | None = None
+) -> list[HostState]:
+    """Hosts best first; with ``best``, only the best ``best`` of them (no full sort). Without ``weighers``:
+    every weigher at its default multiplier."""
     if not hosts:
         return []
     if weighers is None:
         weighers = [cls(HostView(0)) for cls in ALL_WEIGHERS.values()]
-    totals = [0.0] * len(hosts)
+    totals: list[float] | None = None
     for w in weighers:
         if not w.applies(spec):
             continue
@@ -155,7 +159,14 @@ def weigh(hosts: list[HostState], spec: dict[str, Any], weighers: list[BaseWeigh
         if hi == lo:
             continue
         scale = w.multiplier / (hi - lo)
-        for i, v in enumerate(values):
-            totals[i] += (v - lo) * scale
-    order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
+        if totals is None:
+            totals = [(v - lo) * scale for v in values]
+        else:
+            totals = [t + (v - lo) * scale for t, v in zip(totals, values, strict=True)]
+    if totals is None:  # every weigher is flat: the filters' order stands
+        return hosts[:best] if best is not None else list(hosts)
+    if best is not None and best < len(hosts):
+        order = heapq.nlargest(best, range(len(hosts)), key=totals.__getitem__)
+    else:
+        order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
     return [hosts[i] for i in order]
