@@ -15,6 +15,7 @@ from common.rpc import Transport
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler.conductor import ConductorManager
 from services.scheduler.host_state import HostView
+from services.scheduler.leader import ReportPersisterLock
 from services.scheduler.manager import SchedulerManager
 from services.scheduler.rpcapi import CAPACITY_EXCHANGE, ConductorAPI, SchedulerAPI
 
@@ -23,7 +24,9 @@ LOG = logging.getLogger(__name__)
 
 
 async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service) -> None:
-    db = await Database.connect(conf)
+    # Pooled connections never change session state here (every statement is self-contained; the report
+    # persister's lock lives on its own connection): no reset query per release, a round trip per decision.
+    db = await Database.connect(conf, session_reset=False)
     svc.on_close(db.close)
     client = transport.client()
     scheduler_api = SchedulerAPI(client)
@@ -62,10 +65,14 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
             except Exception as e:
                 LOG.warning("could not reload host usage: %s", e)
 
+    persister_lock = ReportPersisterLock(conf.database.connection)
+    svc.on_close(persister_lock.close)
+
     async def persist_reports() -> None:
         while True:
             await asyncio.sleep(0.5)
             try:
+                manager.persists_reports = await persister_lock.held()
                 await manager.persist_reports()
             except Exception as e:
                 LOG.warning("could not persist capacity reports (retrying): %s", e)

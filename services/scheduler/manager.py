@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from common.rpc import server as rpc_server
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler import claims
 from services.scheduler.faults import record_build_failure, set_error
-from services.scheduler.filters import load_filters, run_filters
+from services.scheduler.filters import load_filters, passing_hosts
 from services.scheduler.host_state import HostView
 from services.scheduler.rpcapi import SchedulerAPI
 from services.scheduler.weighers import load_weighers, weigh
@@ -37,6 +38,8 @@ __all__ = ["SchedulerManager"]
 
 LOG = logging.getLogger(__name__)
 EVENT = "scheduler_select_destination"
+# Hosts ranked beyond the random head before a full weighing is needed (a request rarely loses that many races).
+_FALLBACKS = 16
 
 
 @dataclass
@@ -65,6 +68,9 @@ class SchedulerManager:
         self._persisted: dict[str, tuple[float, tuple]] = {}
         self._usage_synced: datetime | None = None
         self._unsaved: dict[str, dict[str, Any]] = {}
+        # Whether this scheduler writes reports to the DB: one of N does (the holder of the persister lock,
+        # services/scheduler/leader.py); the others only keep their view.
+        self.persists_reports = True
 
     async def start(self) -> None:
         """Seed the host view from the DB, so a restarted scheduler places at once."""
@@ -105,6 +111,8 @@ class SchedulerManager:
         """A host's report: refresh the view; queue it for ``persist_reports`` when it changed or every few
         report intervals (so the DB shows the host alive and a restarting scheduler bootstraps from it)."""
         state = self.view.update(capacity)
+        if not self.persists_reports:
+            return
         key = tuple(sorted((k, repr(v)) for k, v in capacity.items() if k != "reported_at"))
         last = self._persisted.get(state.host)
         now = time.monotonic()
@@ -115,7 +123,12 @@ class SchedulerManager:
 
     async def persist_reports(self) -> int:
         """Write the reports queued by ``update_capacity`` in one transaction (called every fraction of a
-        second by the service, so a burst of reports costs one commit, not one per host). Returns how many."""
+        second by the service, so a burst of reports costs one commit, not one per host). Returns how many.
+        A scheduler that does not persist reports (``persists_reports``) forgets what it queued, so that once it
+        takes over it writes every host's next report."""
+        if not self.persists_reports:
+            self._unsaved, self._persisted = {}, {}
+            return 0
         batch, self._unsaved = self._unsaved, {}
         if not batch:
             return 0
@@ -191,22 +204,28 @@ class SchedulerManager:
         if allocated_host is not None:  # redelivered after a claim whose cast may not have gone out
             host, lost = allocated_host, 0
         else:
-            hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
-            if not hosts:
-                # Before saying no: let this scheduler's claims in flight settle (a lost one frees its room) and
-                # reload usage from the DB, then look once more. Rare, so the extra read is cheap overall.
+            # Before saying no (no host passes, or every claim lost): let this scheduler's claims in flight
+            # settle (a lost one frees its room; an in-flight reservation can hide the one host that fits) and
+            # reload usage from the DB, then look once more. Rare, so the extra read is cheap overall.
+            lost = 0
+            for last_try in (False, True):
+                hosts, explanations = passing_hosts(self.filters, list(self.view.hosts.values()), spec)
+                if hosts:
+                    claimed = await self._claim_first(ctx, spec, hosts, started, lost, last_try)
+                    if claimed is None:
+                        return
+                    if isinstance(claimed, int):  # every claim lost; not the last try
+                        lost = claimed
+                    else:
+                        break
+                elif last_try:
+                    if fast:
+                        async with self.db.pool.acquire() as conn:
+                            if await self._prepare(conn, spec) is None:
+                                return
+                    await self._no_host(ctx, spec, explanations, started)
+                    return
                 await self._settle_view()
-                hosts, explanations = run_filters(self.filters, list(self.view.hosts.values()), spec)
-            if not hosts:
-                if fast:
-                    async with self.db.pool.acquire() as conn:
-                        if await self._prepare(conn, spec) is None:
-                            return
-                await self._no_host(ctx, spec, explanations, started)
-                return
-            claimed = await self._claim_first(ctx, spec, weigh(hosts, spec, self.weighers), started)
-            if claimed is None:
-                return
             host, row, lost = claimed
         if row is None:
             return
@@ -271,23 +290,41 @@ class SchedulerManager:
                 spec[f"{hint}_hosts"] = {r["host"] for r in found}
         return _Prepared(row, row["allocated_host"], spec)
 
-    async def _claim_first(
-        self, ctx: RequestContext, spec: dict[str, Any], ranked: list, started: datetime
-    ) -> tuple[str, asyncpg.Record | None, int] | None:
-        """Claim on a random pick among the best ``host_subset_size``, then the rest in order.
-
-        Returns (host, updated instance row or None when it vanished, lost races) or None after recording the
-        no-host fault.
-        """
-        k = min(self.conf.scheduler.host_subset_size, len(ranked))
+    def _candidates(self, hosts: list, spec: dict[str, Any]) -> Iterator:
+        """Claim order: a random pick among the best ``host_subset_size``, then the next best in order. Only the
+        best few are ranked up front; the rest are weighed (again, on the view of that moment) if every one of
+        those was lost."""
+        k = min(self.conf.scheduler.host_subset_size, len(hosts))
+        ranked = weigh(hosts, spec, self.weighers, best=k + _FALLBACKS)
         head = ranked[:k]
         random.shuffle(head)
+        yield from head
+        yield from ranked[k:]
+        if len(ranked) < len(hosts):
+            tried = {h.host for h in ranked}
+            yield from weigh([h for h in hosts if h.host not in tried], spec, self.weighers)
+
+    async def _claim_first(
+        self,
+        ctx: RequestContext,
+        spec: dict[str, Any],
+        hosts: list,
+        started: datetime,
+        lost: int = 0,
+        last_try: bool = True,
+    ) -> tuple[str, asyncpg.Record | None, int] | int | None:
+        """Claim on a random pick among the best ``host_subset_size``, then the rest in order (``_candidates``).
+
+        Returns (host, updated instance row or None when it vanished, lost races); when every claim lost, the
+        number of lost races (not ``last_try``) or None after recording the no-host fault (``last_try``).
+        ``lost`` counts the races lost by earlier tries.
+        """
         flavor = spec["flavor"]
         instance_id = spec["instance_id"]
         attempt = spec.get("attempt", 1)
         group_id = spec["group"]["id"] if spec.get("group") else None
-        lost, group_refusals = 0, []
-        for candidate in [*head, *ranked[k:]]:
+        group_refusals: list[str] = []
+        for candidate in self._candidates(hosts, spec):
             host = candidate.host
             # Reserve in the view before awaiting the claim, so this scheduler's concurrent requests see it.
             self.view.reserve(host, flavor["vcpus"], flavor["ram_mb"], flavor["disk_gb"])
@@ -340,7 +377,9 @@ class SchedulerManager:
             lost += 1
             self.lost_races += 1
             LOG.info("claim on %s lost for %s; trying the next host", host, instance_id)
-        why = [f"{len(ranked)} hosts passed the filters but every claim lost (to concurrent requests or their "
+        if not last_try:
+            return lost
+        why = [f"{len(hosts)} hosts passed the filters but every claim lost (to concurrent requests or their "
                f"limits changed)"]  # fmt: skip
         if group_refusals:
             why.append(f"server group guard: {group_refusals[0]}")
