@@ -7,7 +7,6 @@ request (no soft group, no failures) costs nothing.
 
 from __future__ import annotations
 
-import heapq
 from typing import Any, ClassVar
 
 from oslo_config import cfg
@@ -150,23 +149,24 @@ def weigh(
         return []
     if weighers is None:
         weighers = [cls(HostView(0)) for cls in ALL_WEIGHERS.values()]
-    totals: list[float] | None = None
+    # sum(m * (v - lo) / (hi - lo)) ranks hosts as sum(m / (hi - lo) * v) does: the offsets are one constant.
+    terms: list[tuple[float, list[float]]] = []
     for w in weighers:
         if not w.applies(spec):
             continue
         values = w.raw_all(hosts, spec)
         lo, hi = min(values), max(values)
-        if hi == lo:
-            continue
-        scale = w.multiplier / (hi - lo)
-        if totals is None:
-            totals = [(v - lo) * scale for v in values]
-        else:
-            totals = [t + (v - lo) * scale for t, v in zip(totals, values, strict=True)]
-    if totals is None:  # every weigher is flat: the filters' order stands
+        if hi != lo:
+            terms.append((w.multiplier / (hi - lo), values))
+    if not terms:  # every weigher is flat: the filters' order stands
         return hosts[:best] if best is not None else list(hosts)
-    if best is not None and best < len(hosts):
-        order = heapq.nlargest(best, range(len(hosts)), key=totals.__getitem__)
+    (a, totals), rest = terms[0], terms[1:]
+    if len(rest) == 1:
+        (b, second), *_ = rest
+        totals = [a * x + b * y for x, y in zip(totals, second, strict=True)]
     else:
-        order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
-    return [hosts[i] for i in order]
+        totals = [a * x for x in totals]
+        for b, values in rest:
+            totals = [t + b * v for t, v in zip(totals, values, strict=True)]
+    order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
+    return [hosts[i] for i in (order if best is None else order[:best])]
