@@ -51,6 +51,13 @@ database_opts = [
     cfg.IntOpt("min_pool_size", default=2, min=1, help="Connections kept open in each process's pool."),
     cfg.IntOpt("max_pool_size", default=10, min=1, help="Most connections one process's pool opens."),
     cfg.FloatOpt(
+        "attempt_timeout",
+        default=15.0,
+        min=1.0,
+        help="Seconds one attempt of a unit of database work may take (acquire, statements, commit) before it "
+        "is abandoned and retried; bounds what a connection broken by a server restart can hang.",
+    ),
+    cfg.FloatOpt(
         "retry_timeout",
         default=30.0,
         help="Seconds a service keeps retrying a database operation that failed on a lost connection "

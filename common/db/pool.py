@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,9 +44,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 class Database:
     """Owns one pool. ``run(fn)`` runs ``fn(conn)`` in a transaction, retried across connection loss."""
 
-    def __init__(self, pool: asyncpg.Pool, retry_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, retry_timeout: float, attempt_timeout: float = 15.0) -> None:
         self.pool = pool
         self.retry_timeout = retry_timeout
+        self.attempt_timeout = attempt_timeout
 
     @classmethod
     async def connect(cls, conf: cfg.ConfigOpts, *, session_reset: bool = True) -> Database:
@@ -68,15 +70,19 @@ class Database:
                     reset=None if session_reset else _keep_session,
                     command_timeout=60,
                 )
-        return cls(pool, conf.database.retry_timeout)
+        return cls(pool, conf.database.retry_timeout, conf.database.attempt_timeout)
 
     async def close(self) -> None:
         await self.pool.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """One connection inside one transaction; no retry (use ``run`` for that)."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        """One connection inside one transaction; no retry (use ``run`` for that).
+
+        Acquiring is bounded: asyncpg's ``acquire()`` without a timeout waits forever on a pool whose
+        connections a server restart broke (asyncpg issues 431, 955).
+        """
+        async with self.pool.acquire(timeout=self.attempt_timeout) as conn, conn.transaction():
             yield conn
 
     async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -92,8 +98,12 @@ class Database:
             reraise=True,
         ):
             with attempt:
-                async with self.transaction() as conn:
-                    return await fn(conn)
+                # Each attempt is bounded as a whole (acquire, statements, commit, release): a unit of work
+                # hung on a broken connection becomes a retry (TimeoutError is an OSError), never a handler
+                # that holds its message forever while the instance waits in BUILD.
+                async with asyncio.timeout(self.attempt_timeout):
+                    async with self.transaction() as conn:
+                        return await fn(conn)
         raise AssertionError("unreachable")
 
     async def ping(self) -> None:
