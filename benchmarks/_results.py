@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,6 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def record(benchmark: str, parameters: str, result: dict[str, Any]) -> None:
     with open(RESULTS, "a") as f:
         f.write(
-            f"| {datetime.now(UTC):%Y-%m-%d} | {benchmark} | {platform.node()} {os.cpu_count()} cores | "
+            f"| {datetime.now(UTC):%Y-%m-%d} | {benchmark} | {os.cpu_count()} cores | "
             f"{parameters} | {json.dumps(result)} |\n"
         )

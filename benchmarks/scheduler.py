@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
@@ -33,6 +32,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._results import record  # noqa: E402
 from common import config  # noqa: E402
 from common.context import RequestContext  # noqa: E402
 from common.db import compute_nodes  # noqa: E402
@@ -268,11 +268,7 @@ def main() -> None:
             pg.cleanup()
     result.update(hosts=args.hosts, schedulers=args.schedulers, requests=args.requests)
     if args.record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(
-                f"| {datetime.now(UTC):%Y-%m-%d} | scheduler.py | 2 cores | hosts={args.hosts} "
-                f"schedulers={args.schedulers} requests={args.requests} | {json.dumps(result)} |\n"
-            )
+        record("scheduler.py", f"hosts={args.hosts} schedulers={args.schedulers} requests={args.requests}", result)
     print(json.dumps(result))
 
 
