@@ -37,7 +37,13 @@ import pytest
 import pytest_asyncio
 
 from tests.fixtures._common import REAPER, FixtureError
-from tests.fixtures.libvirtd import TEST_DOMAIN_PREFIX, SystemLibvirtd, cleanup_domains, ensure_system_libvirtd
+from tests.fixtures.libvirtd import (
+    TEST_DOMAIN_PREFIX,
+    SystemLibvirtd,
+    cleanup_domains,
+    cleanup_orphaned_test_domains,
+    ensure_system_libvirtd,
+)
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.processes import LIVE_PROCESSES, REPO_ROOT, ServiceGroup, write_config
 from tests.fixtures.rabbitmq import RabbitCluster
@@ -248,12 +254,15 @@ def services(tmp_path) -> Iterator[ServiceGroup]:
 @pytest.fixture(scope="session")
 def libvirtd() -> Iterator[SystemLibvirtd]:
     handle = ensure_system_libvirtd()
+    stale = cleanup_orphaned_test_domains()  # left by an earlier run that was killed or lost libvirtd
+    if stale:
+        TIMINGS.append(f"libvirtd: removed {len(stale)} orphaned test domain(s) of earlier runs")
     if handle.started:
         TIMINGS.append(f"libvirtd: started {handle.started} for this session")
     try:
         yield handle
     finally:
-        left = cleanup_domains(TEST_DOMAIN_PREFIX)
+        left = cleanup_domains(TEST_DOMAIN_PREFIX) + cleanup_orphaned_test_domains()
         if left:
             warnings.warn(f"tests left libvirt domains behind (destroyed): {left}", stacklevel=1)
         handle.stop()
