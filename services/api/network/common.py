@@ -13,7 +13,7 @@ from aiohttp import web
 
 from common import exceptions
 from common.context import RequestContext
-from services.api.app import CONF, Handler, paginate
+from services.api.app import CONF, DB, Handler, ctx, paginate
 from services.api.validation import json_body, validate
 
 __all__ = [
@@ -213,3 +213,21 @@ def requested_project(c: RequestContext, body: Mapping[str, Any]) -> str:
     if wanted != c.project_id and not c.is_admin:
         raise exceptions.Forbidden("Policy doesn't allow creating resources for another project.")
     return wanted
+
+
+def delete_handler(key: str, kind: str, visible: Callable[..., Any], delete: Callable[..., Any]) -> Handler:
+    """DELETE of one resource: 404 unless visible (``visible(conn, ctx, id)``), 403 unless owner or admin, then
+    ``delete(conn, id)`` (which raises its own 409 when the resource is in use); 204."""
+
+    async def handler(request: web.Request) -> web.Response:
+        c = ctx(request)
+
+        async def txn(conn: Any) -> None:
+            row = await visible(conn, c, request.match_info[key])
+            owner_or_admin(c, row, f"{kind} {row['id']}")
+            await delete(conn, row["id"])
+
+        await request.app[DB].run(txn)
+        return web.Response(status=204)
+
+    return handler

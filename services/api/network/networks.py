@@ -15,6 +15,7 @@ from services.api.app import CONF, DB, ctx
 from services.api.network.common import (
     body_of,
     check_attributes,
+    delete_handler,
     list_response,
     owner_or_admin,
     parse_bool,
@@ -187,13 +188,4 @@ async def update_network(request: web.Request) -> web.Response:
     return show_response(request, "network", await request.app[DB].run(txn))
 
 
-async def delete_network(request: web.Request) -> web.Response:
-    c = ctx(request)
-
-    async def txn(conn: asyncpg.Connection) -> None:
-        row = await visible_network(conn, c, request.match_info["network_id"])
-        owner_or_admin(c, row, f"network {row['id']}")
-        await db.delete_network(conn, row["id"])
-
-    await request.app[DB].run(txn)
-    return web.Response(status=204)
+delete_network = delete_handler("network_id", "network", visible_network, db.delete_network)

@@ -17,6 +17,7 @@ from services.api.network.common import (
     body_of,
     check_attributes,
     default_sg_id,
+    delete_handler,
     list_response,
     owner_or_admin,
     parse_bool,
@@ -272,13 +273,4 @@ async def update_port(request: web.Request) -> web.Response:
     return show_response(request, "port", await request.app[DB].run(txn))
 
 
-async def delete_port(request: web.Request) -> web.Response:
-    c = ctx(request)
-
-    async def txn(conn: asyncpg.Connection) -> None:
-        row = await _visible_port(conn, c, request.match_info["port_id"])
-        owner_or_admin(c, row, f"port {row['id']}")
-        await db.delete_port(conn, row["id"])
-
-    await request.app[DB].run(txn)
-    return web.Response(status=204)
+delete_port = delete_handler("port_id", "port", _visible_port, db.delete_port)

@@ -20,6 +20,7 @@ from services.api.app import DB, ctx
 from services.api.network.common import (
     body_of,
     check_attributes,
+    delete_handler,
     list_response,
     owner_or_admin,
     parse_list_query,
@@ -219,16 +220,7 @@ async def update_group(request: web.Request) -> web.Response:
     return show_response(request, "security_group", await request.app[DB].run(txn))
 
 
-async def delete_group(request: web.Request) -> web.Response:
-    c = ctx(request)
-
-    async def txn(conn: asyncpg.Connection) -> None:
-        g = await _visible_group(conn, c, request.match_info["group_id"])
-        owner_or_admin(c, g, f"security group {g['id']}")
-        await db.delete_group(conn, g["id"])
-
-    await request.app[DB].run(txn)
-    return web.Response(status=204)
+delete_group = delete_handler("group_id", "security group", _visible_group, db.delete_group)
 
 
 async def list_rules(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from services.api.app import DB, ctx
 from services.api.network.common import (
     body_of,
     check_attributes,
+    delete_handler,
     list_response,
     owner_or_admin,
     parse_bool,
@@ -218,13 +219,4 @@ async def update_subnet(request: web.Request) -> web.Response:
     return show_response(request, "subnet", await request.app[DB].run(txn))
 
 
-async def delete_subnet(request: web.Request) -> web.Response:
-    c = ctx(request)
-
-    async def txn(conn: asyncpg.Connection) -> None:
-        row = await _visible_subnet(conn, c, request.match_info["subnet_id"])
-        owner_or_admin(c, row, f"subnet {row['id']}")
-        await db.delete_subnet(conn, row["id"])
-
-    await request.app[DB].run(txn)
-    return web.Response(status=204)
+delete_subnet = delete_handler("subnet_id", "subnet", _visible_subnet, db.delete_subnet)
