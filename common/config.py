@@ -252,6 +252,22 @@ compute_opts = [
     ),
     cfg.StrOpt("image_cache_path", help="Where downloaded images are cached. Default: <state_path>/images."),
     cfg.FloatOpt("report_interval", default=10.0, help="Seconds between capacity reports (also sent on every change)."),
+    cfg.FloatOpt(
+        "min_report_interval",
+        default=0.5,
+        min=0.0,
+        help="Least seconds between two capacity reports sent after changes: a change is reported at once, and the "
+        "changes that follow within this interval share one report at its end (a burst of builds on one host "
+        "costs two reports, not one per build).",
+    ),
+    cfg.FloatOpt(
+        "progress_interval",
+        default=0.5,
+        min=0.0,
+        help="Seconds a build's step events may wait to be sent together with its next state change. A quick "
+        "build sends all of them with its final report (one message); a slower one shows its steps after at "
+        "most this long.",
+    ),
     cfg.IntOpt("vcpus", default=0, help="vCPUs to report (0: what the hypervisor reports)."),
     cfg.IntOpt("memory_mb", default=0, help="Memory to report in MiB (0: what the hypervisor reports)."),
     cfg.IntOpt("local_gb", default=0, help="Disk to report in GiB (0: size of the instances filesystem)."),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-__all__ = ["add_event", "finish_action", "get_action", "list_actions", "list_events", "start_action"]
+__all__ = ["add_event", "add_events", "finish_action", "get_action", "list_actions", "list_events", "start_action"]
 
 
 async def start_action(
@@ -48,53 +50,92 @@ async def add_event(
     details: str | None = None,
     at: datetime | None = None,
 ) -> None:
-    """Record that ``event`` started (``result`` 'start') or finished ('Success'/'Error') on ``host`` at ``at``.
+    """Record that ``event`` started (``result`` 'start') or finished ('Success'/'Error') on ``host`` at ``at``
+    (``add_events`` with one event)."""
+    await add_events(
+        conn,
+        instance_id,
+        request_id,
+        [{"event": event, "result": result, "host": host, "details": details, "at": at}],
+    )
+
+
+@dataclass
+class _Merged:
+    """What a batch says about one (event, host): when it started and how it finished, if it did."""
+
+    start: datetime | None = None
+    finish: datetime | None = None
+    result: str | None = None
+    details: str | None = None
+
+
+def _merge(events: list[dict[str, Any]]) -> dict[tuple[str, str | None], _Merged]:
+    merged: dict[tuple[str, str | None], _Merged] = {}
+    for e in events:
+        at = e.get("at") or datetime.now(UTC)
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        m = merged.setdefault((e["event"], e.get("host")), _Merged())
+        if e["result"] == "start":
+            m.start = at if m.start is None else min(m.start, at)
+            m.details = m.details if m.result is not None else e.get("details") or m.details
+        elif m.finish is None or at >= m.finish:
+            m.finish, m.result = at, e["result"]
+            m.details = e.get("details") or m.details
+    return merged
+
+
+async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str, events: list[dict[str, Any]]) -> None:
+    """Record steps of the action of ``request_id`` on ``instance_id``: each event a dict with ``event``,
+    ``result`` ('start', 'Success' or 'Error'), ``host``, and optional ``details`` and ``at`` (datetime or ISO
+    string; default now). A batch costs three statements whatever its size.
 
     Order-independent, because casts from one sender may be applied concurrently: an event is keyed by
     (action, event, host); a 'start' arriving after its finish only fills in the start time, a finish
     arriving first creates the row. Events for a request without an action attach to the latest action.
     """
-    at = at or datetime.now(UTC)
+    if not events:
+        return
+    # The action, locked: serialises writers of its events (two conductors may apply its start and finish at once).
     action_id = await conn.fetchval(
-        "SELECT id FROM instance_actions WHERE instance_id = $1 AND request_id = $2", instance_id, request_id
-    )
-    if action_id is None:
-        action_id = await conn.fetchval(
-            "SELECT id FROM instance_actions WHERE instance_id = $1 ORDER BY id DESC LIMIT 1", instance_id
-        )
-    if action_id is None:
-        return
-    # Serialise writers of this action's events (two conductors may apply its start and finish at once).
-    await conn.execute("SELECT 1 FROM instance_actions WHERE id = $1 FOR UPDATE", action_id)
-    row = await conn.fetchrow(
-        "SELECT id FROM instance_action_events WHERE action_id = $1 AND event = $2 AND host IS NOT DISTINCT FROM $3"
-        " ORDER BY id DESC LIMIT 1",
-        action_id, event, host,
+        "SELECT id FROM instance_actions WHERE instance_id = $1 ORDER BY (request_id = $2) DESC, id DESC LIMIT 1"
+        " FOR UPDATE",
+        instance_id, request_id,
     )  # fmt: skip
-    if result == "start":
-        if row is None:
-            await conn.execute(
-                "INSERT INTO instance_action_events (action_id, event, host, details, start_time)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                action_id, event, host, details, at,
-            )  # fmt: skip
-        else:
-            await conn.execute(
-                "UPDATE instance_action_events SET start_time = LEAST(start_time, $2) WHERE id = $1", row["id"], at
-            )
+    if action_id is None:
         return
-    if row is None:
+    merged = _merge(events)
+    existing = {
+        (r["event"], r["host"]): r["id"]
+        for r in await conn.fetch(
+            "SELECT id, event, host FROM instance_action_events WHERE action_id = $1 ORDER BY id", action_id
+        )
+    }
+    fresh = [(key, m) for key, m in merged.items() if key not in existing]
+    if fresh:
         await conn.execute(
             "INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            action_id, event, host, result, details, at,
+            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
+            " $7::timestamptz[])",
+            action_id,
+            [k[0] for k, _ in fresh], [k[1] for k, _ in fresh], [m.result for _, m in fresh],
+            [m.details for _, m in fresh], [m.start or m.finish for _, m in fresh], [m.finish for _, m in fresh],
         )  # fmt: skip
-    else:
-        await conn.execute(
-            "UPDATE instance_action_events SET finish_time = $2, result = $3, details = COALESCE($4, details)"
-            " WHERE id = $1",
-            row["id"], at, result, details,
-        )  # fmt: skip
+    for key, m in merged.items():
+        if key not in existing:
+            continue
+        if m.start is not None:
+            await conn.execute(
+                "UPDATE instance_action_events SET start_time = LEAST(start_time, $2) WHERE id = $1",
+                existing[key], m.start,
+            )  # fmt: skip
+        if m.finish is not None:
+            await conn.execute(
+                "UPDATE instance_action_events SET finish_time = $2, result = $3, details = COALESCE($4, details)"
+                " WHERE id = $1",
+                existing[key], m.finish, m.result, m.details,
+            )  # fmt: skip
 
 
 async def list_actions(conn: asyncpg.Connection, instance_id: str) -> list[asyncpg.Record]:

@@ -28,6 +28,7 @@ from common.db.instances import PowerState, TaskState, VmState
 from common.exceptions import StratusError
 from services.compute import firewall as fw
 from services.compute.imagecache import ImageCache
+from services.compute.progress import BuildProgress
 from services.compute.resource_tracker import ResourceTracker
 from services.compute.virt import configdrive
 from services.compute.virt.driver import ComputeDriver, Guest, InstanceInfo, Vif
@@ -92,6 +93,9 @@ class ComputeManager:
         self._broker_node = broker_node
         self.firewall = firewall or fw.for_host(conf.compute.connection_uri, host, str(conf.state_path))
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._last_report = float("-inf")  # loop time of the last report sent
+        self._report_due: asyncio.TimerHandle | None = None  # a coalesced report waiting for its turn
+        self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _instance_lock(self, instance_id: str) -> AsyncIterator[None]:
@@ -104,8 +108,8 @@ class ComputeManager:
     async def _event(
         self, ctx: RequestContext, instance_id: str, event: str, result: str, details: str | None = None
     ) -> None:
-        await self.conductor.action_event(
-            ctx, instance_id=instance_id, event=event, result=result, host=self.host, details=details
+        await self.conductor.action_events(
+            ctx, instance_id=instance_id, events=[self.conductor.event(event, result, self.host, details)]
         )
 
     # ----- build ------------------------------------------------------------------------------------------------
@@ -160,20 +164,21 @@ class ComputeManager:
         }
 
     @contextlib.asynccontextmanager
-    async def _build_step(self, ctx: RequestContext, instance_id: str, step: BuildStep) -> AsyncIterator[None]:
+    async def _build_step(self, progress: BuildProgress, step: BuildStep) -> AsyncIterator[None]:
         """One reported phase (event ``compute_build_<step>``): ``start``, then ``Success`` or ``Error`` with the
-        reason; the build as a whole is the ``compute_build_and_run_instance`` event around them."""
+        reason; the build as a whole is the ``compute_build_and_run_instance`` event around them. The events
+        go out with the build's next state change (``BuildProgress``)."""
         event = f"compute_build_{step}"
-        await self._event(ctx, instance_id, event, "start")
+        progress.event(event, "start")
         try:
             yield
         except Exception as e:  # any failure of a step fails the build; the reason carries what it was
             reason = f"{step} on host {self.host}: {_describe(e)}"
-            LOG.warning("instance %s: build failed: %s", instance_id, reason)
-            await self._event(ctx, instance_id, event, "Error", reason)
-            await self._event(ctx, instance_id, BUILD_EVENT, "Error", reason)
+            LOG.warning("instance %s: build failed: %s", progress.instance_id, reason)
+            progress.event(event, "Error", reason)
+            progress.event(BUILD_EVENT, "Error", reason)
             raise _BuildStepFailed(step, reason) from e
-        await self._event(ctx, instance_id, event, "Success")
+        progress.event(event, "Success")
 
     async def _build(
         self,
@@ -185,9 +190,10 @@ class ComputeManager:
     ) -> None:
         instance_id = instance["id"]
         ports_requested = False
-        await self._event(ctx, instance_id, BUILD_EVENT, "start")
+        progress = BuildProgress(self.conductor, ctx, instance_id, self.host, self.conf.compute.progress_interval)
+        progress.event(BUILD_EVENT, "start")
         try:
-            async with self._build_step(ctx, instance_id, BuildStep.NETWORK):
+            async with self._build_step(progress, BuildStep.NETWORK):
                 ports_requested = True
                 ports = await self.network.allocate_for_instance(
                     ctx,
@@ -201,41 +207,39 @@ class ComputeManager:
                 # Anti-spoofing and security groups are in place before the guest sends its first frame.
                 await self.sync_firewall(ctx)
             # Guarded: casts may be applied out of order, and this one must never undo ACTIVE.
-            await self.conductor.instance_update(
-                ctx,
-                instance_id=instance_id,
-                values={"task_state": TaskState.SPAWNING},
-                expected_task_state=[TaskState.NETWORKING],
-            )
-            async with self._build_step(ctx, instance_id, BuildStep.IMAGE):
+            progress.update({"task_state": TaskState.SPAWNING}, [TaskState.NETWORKING])
+            async with self._build_step(progress, BuildStep.IMAGE):
                 image_path = await self.image_cache.fetch(request_spec["image"])
-            async with self._build_step(ctx, instance_id, BuildStep.DISK):
+            async with self._build_step(progress, BuildStep.DISK):
                 await self.driver.create_disk(guest, image_path)
             if configdrive.required(instance, self.conf.compute.force_config_drive):
-                async with self._build_step(ctx, instance_id, BuildStep.CONFIG_DRIVE):
+                async with self._build_step(progress, BuildStep.CONFIG_DRIVE):
                     files = configdrive.drive_files(instance, ports, self.conf.network.dns_domain)
                     guest = dataclasses.replace(guest, config_drive=True)
                     await self.driver.create_config_drive(guest, files)
-            async with self._build_step(ctx, instance_id, BuildStep.SPAWN):
+            async with self._build_step(progress, BuildStep.SPAWN):
                 await self.driver.spawn(guest)
         except _BuildStepFailed as failure:
             await self._undo_build(ctx, instance_id, deallocate=ports_requested)
-            await self._build_failed(ctx, instance_id, attempt, failure)
+            await self._build_failed(ctx, instance_id, attempt, failure, progress.take_events())
             return
         LOG.info("instance %s: built and running on %s", instance_id, self.host)
         values = self._active_values()
         if guest.config_drive:
             values["config_drive"] = True  # also when this host forced it: server show says the guest has one
-        await self.conductor.instance_update(
-            ctx,
-            instance_id=instance_id,
-            values=values,
-            expected_task_state=[TaskState.NETWORKING, TaskState.SPAWNING],
-            event={"event": BUILD_EVENT, "result": "Success", "host": self.host},
+        await progress.finish(
+            values,
+            [TaskState.NETWORKING, TaskState.SPAWNING],
+            event=self.conductor.event(BUILD_EVENT, "Success", self.host),
         )
 
     async def _build_failed(
-        self, ctx: RequestContext, instance_id: str, attempt: int, failure: _BuildStepFailed
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        attempt: int,
+        failure: _BuildStepFailed,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
         await self.conductor.build_failed(
             ctx,
@@ -244,6 +248,7 @@ class ComputeManager:
             attempt=attempt,
             reason=failure.reason,
             step=str(failure.step),
+            events=events,
         )
 
     def _validate(self, instance: dict[str, Any], request_spec: dict[str, Any]) -> Guest:
@@ -384,6 +389,7 @@ class ComputeManager:
         """Publish this host's capacity to every scheduler and return it. Safe to call any time (it is also
         dispatchable, as "report now"); may raise when the broker does not take the report."""
         # The periodic report also heals the firewall: rebuilt after a restart, group members refreshed.
+        self._last_report = asyncio.get_running_loop().time()
         await self._sync_firewall_quietly(ctx or RequestContext.admin())
         report = await self.resources.capacity_report(self._broker_node())
         await self.conductor.report_capacity(ctx or RequestContext.admin(), capacity=report)
@@ -409,8 +415,35 @@ class ComputeManager:
         return await self.firewall.counters()
 
     async def _report_quietly(self, ctx: RequestContext) -> None:
-        """Report after a change; a lost report is healed by the next periodic one, so failures only log."""
+        """Report after a change: at once, unless a report went out less than ``min_report_interval`` ago; then
+        one report at the end of that interval covers every change until then. A lost report is healed by the
+        next periodic one, so failures only log."""
+        if self._report_due is not None:
+            return  # the report already due will include this change
+        loop = asyncio.get_running_loop()
+        wait = self._last_report + self.conf.compute.min_report_interval - loop.time()
+        if wait <= 0:
+            await self._report_now(ctx)
+            return
+
+        def due() -> None:
+            self._report_due = None
+            task = loop.create_task(self._report_now(RequestContext.admin()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        self._report_due = loop.call_later(wait, due)
+
+    async def _report_now(self, ctx: RequestContext) -> None:
         try:
             await self.report_capacity(ctx)
         except Exception as e:
             LOG.warning("capacity report of %s failed (the periodic one will follow): %s", self.host, e)
+
+    def close(self) -> None:
+        """Drop a coalesced report still waiting (the service is stopping)."""
+        if self._report_due is not None:
+            self._report_due.cancel()
+            self._report_due = None
+        for task in self._background:
+            task.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -35,64 +34,42 @@ class ConductorManager:
         values: dict[str, Any],
         expected_task_state: list[str | None] | None = None,
         event: dict[str, Any] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Apply a compute's state change (and the event explaining it, atomically); when the task ends
-        (task_state None) the request's action ends too."""
+        """Apply a compute's state change and, atomically, the steps that led to it (``events``, recorded
+        whether or not the guarded update applies) and the event explaining it (``event``, only with the
+        update). When the task ends (task_state None) the request's action ends too."""
 
         async def tx(conn: asyncpg.Connection) -> None:
+            await actions.add_events(conn, instance_id, ctx.request_id, events or [])
             row = await instances.update(conn, instance_id, values, expected_task_state=expected_task_state)
             if row is None:
                 LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
                 return
             if event is not None:
-                await self._add_event(conn, ctx, instance_id, **event)
+                await actions.add_events(conn, instance_id, ctx.request_id, [event])
             if "task_state" in values and values["task_state"] is None:
                 await actions.finish_action(conn, instance_id, ctx.request_id)
 
         await self.db.run(tx)
 
-    async def action_event(
+    async def action_events(self, ctx: RequestContext, instance_id: str, events: list[dict[str, Any]]) -> None:
+        """Record steps (``actions.add_events``: each with event, result, host, details, at) in one transaction."""
+        await self.db.run(lambda c: actions.add_events(c, instance_id, ctx.request_id, events))
+
+    async def build_failed(
         self,
         ctx: RequestContext,
         instance_id: str,
-        event: str,
-        result: str,
         host: str,
-        details: str | None = None,
-        at: str | None = None,
+        attempt: int,
+        reason: str,
+        step: str,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
-        await self.db.run(
-            lambda c: self._add_event(
-                c, ctx, instance_id, event=event, result=result, host=host, details=details, at=at
-            )
-        )
-
-    @staticmethod
-    async def _add_event(
-        conn: asyncpg.Connection,
-        ctx: RequestContext,
-        instance_id: str,
-        *,
-        event: str,
-        result: str,
-        host: str,
-        details: str | None = None,
-        at: str | None = None,
-    ) -> None:
-        await actions.add_event(
-            conn,
-            instance_id=instance_id,
-            request_id=ctx.request_id,
-            event=event,
-            result=result,
-            host=host,
-            details=details,
-            at=datetime.fromisoformat(at) if at else None,
-        )
-
-    async def build_failed(
-        self, ctx: RequestContext, instance_id: str, host: str, attempt: int, reason: str, step: str
-    ) -> None:
+        """The build failed on ``host``: record its steps (``events``), then reschedule or go to ERROR."""
+        if events:
+            await self.action_events(ctx, instance_id, events)
         await record_build_failure(
             self.conf,
             self.db,

@@ -53,9 +53,11 @@ class ConductorAPI:
         values: dict[str, Any],
         expected_task_state: list[str | None] | None = None,
         event: dict[str, Any] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Guarded update; ``event`` (the kwargs of ``action_event``) is recorded in the same transaction,
-        so a reader who sees the new state also sees the event that explains it."""
+        """Guarded update; ``event`` (one of ``action_events``' events) is recorded in the same transaction when
+        the update applies, so a reader who sees the new state also sees the event that explains it; ``events``
+        (the steps that led here, see ``event()``) are recorded in that transaction in any case."""
         if event is not None:
             event = {**event, "at": event.get("at") or _now()}
         await self.client.cast(
@@ -66,33 +68,30 @@ class ConductorAPI:
             values=values,
             expected_task_state=expected_task_state,
             event=event,
+            events=events,
         )
 
-    async def action_event(
+    @staticmethod
+    def event(event: str, result: str, host: str, details: str | None = None) -> dict[str, Any]:
+        """One step for ``action_events``/``events``: stamped here, at the sender, so the time is right whenever
+        it is applied."""
+        return {"event": event, "result": result, "host": host, "details": details, "at": _now()}
+
+    async def action_events(self, ctx: RequestContext, instance_id: str, events: list[dict[str, Any]]) -> None:
+        """Record steps (each from ``event()``) in one cast and one transaction."""
+        await self.client.cast(self.TOPIC, "action_events", ctx, instance_id=instance_id, events=events)
+
+    async def build_failed(
         self,
         ctx: RequestContext,
         instance_id: str,
-        event: str,
-        result: str,
         host: str,
-        details: str | None = None,
+        attempt: int,
+        reason: str,
+        step: str,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Record a step; stamped here, at the sender, so the time is right whenever it is applied."""
-        await self.client.cast(
-            self.TOPIC,
-            "action_event",
-            ctx,
-            instance_id=instance_id,
-            event=event,
-            result=result,
-            host=host,
-            details=details,
-            at=_now(),
-        )
-
-    async def build_failed(
-        self, ctx: RequestContext, instance_id: str, host: str, attempt: int, reason: str, step: str
-    ) -> None:
+        """The build failed at ``step`` on ``host``; ``events`` are its steps not yet sent."""
         await self.client.cast(
             self.TOPIC,
             "build_failed",
@@ -102,6 +101,7 @@ class ConductorAPI:
             attempt=attempt,
             reason=reason,
             step=step,
+            events=events,
         )
 
     async def instance_deleted(self, ctx: RequestContext, instance_id: str, host: str) -> None:

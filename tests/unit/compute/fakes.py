@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.context import RequestContext
+from services.scheduler.rpcapi import ConductorAPI
 
 HOST = "cmp-a"
 
@@ -49,8 +50,10 @@ class FakeConductor:
     async def instance_update(self, ctx: RequestContext, **kw: Any) -> None:
         self.calls.append(("instance_update", kw))
 
-    async def action_event(self, ctx: RequestContext, **kw: Any) -> None:
-        self.calls.append(("action_event", kw))
+    event = staticmethod(ConductorAPI.event)
+
+    async def action_events(self, ctx: RequestContext, **kw: Any) -> None:
+        self.calls.append(("action_events", kw))
 
     async def build_failed(self, ctx: RequestContext, **kw: Any) -> None:
         self.calls.append(("build_failed", kw))

@@ -13,12 +13,11 @@ from tests.unit.compute.fakes import HOST, build_request
 
 
 def all_events(conductor):
-    """Events in the order sent: plain ``action_event`` casts and those riding on ``instance_update``."""
+    """Events in the order sent: ``action_events`` casts and those riding on ``instance_update``/``build_failed``."""
     out = []
     for name, kwargs in conductor.calls:
-        if name == "action_event":
-            out.append(kwargs)
-        elif name == "instance_update" and kwargs.get("event"):
+        out.extend(kwargs.get("events") or [])
+        if name == "instance_update" and kwargs.get("event"):
             out.append(kwargs["event"])
     return out
 
@@ -46,9 +45,9 @@ async def test_build_success_reports_every_step_and_goes_active(manager, conduct
     [alloc] = network.named("allocate_for_instance")
     assert alloc["instance_id"] == instance["id"] and alloc["host"] == HOST
     assert alloc["networks"] == spec["networks"]
+    # A quick build is one cast to the conductor: its final update carries every step (BuildProgress).
+    assert [name for name, _ in conductor.calls if name != "report_capacity"] == ["instance_update"]
     updates = conductor.named("instance_update")
-    assert updates[0]["values"] == {"task_state": TaskState.SPAWNING}
-    assert updates[0]["expected_task_state"] == [TaskState.NETWORKING]
     assert updates[-1]["expected_task_state"] == [TaskState.NETWORKING, TaskState.SPAWNING]
     final = updates[-1]["values"]
     assert final["vm_state"] == VmState.ACTIVE and final["task_state"] is None
@@ -57,6 +56,23 @@ async def test_build_success_reports_every_step_and_goes_active(manager, conduct
     assert (manager.image_cache.path / spec["image"]["id"]).exists()
     [report] = conductor.named("report_capacity")
     assert report["capacity"]["running_vms"] == 1 and report["capacity"]["vcpus_used"] == 2
+
+
+async def test_a_slow_build_shows_its_steps_before_it_ends(manager, conductor, driver, image_file, ctx, conf):
+    """Past ``progress_interval`` the steps so far go out on their own (and ``spawning`` with them), so users
+    watching a slow build see it move; every event is still sent exactly once, the final update last."""
+    conf.set_override("progress_interval", 0.0, group="compute")
+    instance, spec = build_request(image_file.image())
+    await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+
+    casts = [name for name, _ in conductor.calls if name != "report_capacity"]
+    assert len(casts) > 1 and casts[-1] == "instance_update"
+    assert conductor.named("instance_update")[-1]["values"]["vm_state"] == VmState.ACTIVE
+    spawning = [u for u in conductor.named("instance_update") if u["values"] == {"task_state": TaskState.SPAWNING}]
+    assert [u["expected_task_state"] for u in spawning] in ([], [[TaskState.NETWORKING]])
+    sent = [(e["event"], e["result"]) for e in all_events(conductor)]
+    assert len(sent) == len(set(sent)) == 10
+    assert sent[0] == (BUILD_EVENT, "start") and sent[-1] == (BUILD_EVENT, "Success")
 
 
 async def test_image_checksum_mismatch_fails_the_build_and_cleans_up(
@@ -146,7 +162,9 @@ async def test_concurrent_duplicate_builds_make_one_guest(manager, network, driv
     assert len(await driver.list_instances()) == 1
 
 
-async def test_terminate_destroys_releases_and_reports_deleted(manager, conductor, network, driver, image_file, ctx):
+async def test_terminate_destroys_releases_and_reports_deleted(
+    manager, conductor, network, driver, image_file, ctx, conf
+):
     instance, spec = build_request(image_file.image())
     await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
     conductor.calls.clear()
@@ -156,10 +174,25 @@ async def test_terminate_destroys_releases_and_reports_deleted(manager, conducto
     assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
     assert conductor.named("instance_deleted") == [{"instance_id": instance["id"], "host": HOST}]
     assert events(conductor, "compute_terminate_instance") == [("start", None), ("Success", None)]
-    assert conductor.named("report_capacity")[-1]["capacity"]["running_vms"] == 0
+    # The build reported a moment ago, so this change waits for the end of min_report_interval (coalesced).
+    assert conductor.named("report_capacity") == []
+    await asyncio.sleep(conf.compute.min_report_interval + 0.2)
+    assert [r["capacity"]["running_vms"] for r in conductor.named("report_capacity")] == [0]
 
     await manager.terminate_instance(ctx, instance=instance)  # again: still fine
     assert len(conductor.named("instance_deleted")) == 2
+    manager.close()
+
+
+async def test_reports_after_a_burst_of_changes_are_coalesced(manager, conductor, image_file, ctx, conf):
+    """The first change is reported at once; the next ones within min_report_interval share one report."""
+    conf.set_override("min_report_interval", 0.3, group="compute")
+    builds = [build_request(image_file.image()) for _ in range(5)]
+    for instance, spec in builds:
+        await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
+    assert [r["capacity"]["running_vms"] for r in conductor.named("report_capacity")] == [1]
+    await asyncio.sleep(0.5)
+    assert [r["capacity"]["running_vms"] for r in conductor.named("report_capacity")] == [1, 5]
 
 
 async def test_terminate_that_cannot_release_ports_puts_the_instance_in_error(

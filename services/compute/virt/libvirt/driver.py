@@ -101,6 +101,9 @@ class LibvirtDriver(ComputeDriver):
         self._instances_path = paths.instances_path(conf)
         # False for test:///: no qemu-img, no instance files, no bridges; every libvirt call still happens.
         self._real_host = virt_type != "test"
+        # (vcpus, memory MiB, disk GiB) of each Stratus guest by UUID, None for other domains: read from the domain
+        # XML once, since a guest's size never changes (capacity reports list every guest after each change).
+        self._sizes: dict[str, tuple[int, int, int] | None] = {}
 
     @classmethod
     async def create(cls, conf: cfg.ConfigOpts, host: str) -> LibvirtDriver:
@@ -178,11 +181,24 @@ class LibvirtDriver(ComputeDriver):
             raise BadRequest(f"instance id {instance_id!r} is not a UUID") from None
         return self._instances_path / instance_id
 
-    def _info(self, dom: libvirt.virDomain) -> InstanceInfo:
-        """Blocking: ``InstanceInfo`` of ``dom`` (one XMLDesc, one state call)."""
-        summary = vconfig.parse_domain(dom.XMLDesc(0))
+    def _guest_sizes(self, dom: libvirt.virDomain, uuid: str) -> tuple[int, int, int] | None:
+        """Blocking: (vcpus, memory MiB, disk GiB) of a Stratus guest, None for a domain that is not one."""
+        if uuid not in self._sizes:
+            if dom.name().startswith(vconfig.NAME_PREFIX):
+                summary = vconfig.parse_domain(dom.XMLDesc(0))
+                self._sizes[uuid] = (summary.vcpus, summary.memory_mb, summary.metadata.disk_gb)
+            else:
+                self._sizes[uuid] = None
+        return self._sizes[uuid]
+
+    def _info(self, dom: libvirt.virDomain) -> InstanceInfo | None:
+        """Blocking: ``InstanceInfo`` of ``dom`` (one state call; its size is read once), None if not ours."""
+        uuid = dom.UUIDString()
+        sizes = self._guest_sizes(dom, uuid)
+        if sizes is None:
+            return None
         state = _POWER_STATES.get(dom.state()[0], PowerState.NOSTATE)
-        return InstanceInfo(summary.uuid, state, summary.vcpus, summary.memory_mb, summary.metadata.disk_gb)
+        return InstanceInfo(uuid, state, *sizes)
 
     # ----- host -------------------------------------------------------------------------------------------------
 
@@ -215,14 +231,18 @@ class LibvirtDriver(ComputeDriver):
 
     def _list_instances(self) -> list[InstanceInfo]:
         found = []
-        for dom in self._conn.listAllDomains():
-            if not dom.name().startswith(vconfig.NAME_PREFIX):
-                continue
+        domains = self._conn.listAllDomains()
+        for dom in domains:
             try:
-                found.append(self._info(dom))
+                info = self._info(dom)
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # undefined while we listed: not ours now
                     raise
+                continue
+            if info is not None:
+                found.append(info)
+        if len(self._sizes) > 2 * len(domains) + 64:  # forget undefined domains now and then
+            self._sizes = {i.uuid: self._sizes[i.uuid] for i in found}
         return found
 
     async def get_info(self, instance_id: str) -> InstanceInfo | None:
@@ -299,6 +319,7 @@ class LibvirtDriver(ComputeDriver):
             dom.undefine()
 
         await self._run(stop_and_undefine)
+        self._sizes.pop(instance_id, None)
         if self._real_host:
             await asyncio.to_thread(shutil.rmtree, instance_dir, ignore_errors=True)
 
