@@ -1,10 +1,10 @@
 """IP address management: subnet arithmetic (pure) and address allocation (one SQL statement per try).
 
-The arithmetic half (``plan_subnet``, ``free_candidates``, ``check_requested_ip``, ``random_mac``,
+The arithmetic half (``plan_subnet``, ``check_requested_ip``, ``random_mac``,
 ``bridge_name``) touches no database and is what the unit tests exercise. The allocation half
 (``allocate_ip``) takes no lock: the ``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double
-allocation impossible, and an allocator that loses a race simply moves on to its next candidate. Candidates come
-from one query for the addresses already used in the subnet, never from a query per address.
+allocation impossible, and an allocator that loses a race simply moves on to its next candidate. Candidates (the
+lowest free addresses) come from one query per pool that PostgreSQL answers from the used rows alone.
 
 This module imports nothing from ``common.db`` so that ``common.db.networks`` (and ``stratus-manage bootstrap``)
 can build on it without a cycle.
@@ -12,7 +12,6 @@ can build on it without a cycle.
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,8 +36,8 @@ __all__ = [
     "check_requested_ip",
     "default_gateway",
     "default_pools",
-    "free_candidates",
     "in_pools",
+    "lowest_free",
     "parse_cidr",
     "parse_mac",
     "plan_subnet",
@@ -46,7 +45,6 @@ __all__ = [
     "pools_from_json",
     "random_mac",
     "subnet_facts",
-    "used_addresses",
 ]
 
 IFNAMSIZ = 16  # Linux interface names: at most 15 characters plus the NUL
@@ -280,33 +278,6 @@ def in_pools(ip: IPv4Address, pools: Iterable[Pool]) -> bool:
     return any(ip in p for p in pools)
 
 
-def free_candidates(
-    pools: Sequence[Pool], used: Iterable[IPv4Address | int], limit: int, *, exclude: Iterable[IPv4Address] = ()
-) -> list[IPv4Address]:
-    """The ``limit`` lowest addresses of ``pools`` that are neither ``used`` nor excluded.
-
-    Cost is O(|used| + limit) per pool, whatever the pool size: used addresses are skipped in sorted runs, the
-    range itself is never enumerated.
-    """
-    taken = sorted({int(u) for u in used} | {int(e) for e in exclude})
-    out: list[IPv4Address] = []
-    for pool in sorted(pools):
-        lo, hi = int(pool.start), int(pool.end)
-        # walk the sorted used list in step with the candidate counter
-        i = bisect.bisect_left(taken, lo)
-        n = lo
-        while n <= hi and len(out) < limit:
-            if i < len(taken) and taken[i] == n:
-                i += 1
-                n += 1
-                continue
-            out.append(IPv4Address(n))
-            n += 1
-        if len(out) >= limit:
-            break
-    return out
-
-
 def check_requested_ip(
     ip_address: object, *, subnet_id: str, cidr: IPv4Network, gateway_ip: IPv4Address | None, pools: Sequence[Pool]
 ) -> IPv4Address:
@@ -362,10 +333,43 @@ def bridge_name(prefix: str, network_id: str) -> str:
 # ----- allocation against the database ---------------------------------------------------------------------------
 
 
-async def used_addresses(conn: asyncpg.Connection, subnet_id: str) -> list[IPv4Address]:
-    """Every address allocated in ``subnet_id`` (committed by others, or by this transaction)."""
-    rows = await conn.fetch("SELECT host(ip_address) AS ip FROM ip_allocations WHERE subnet_id = $1", subnet_id)
-    return [IPv4Address(r["ip"]) for r in rows]
+# The lowest free addresses of one pool, computed by PostgreSQL from the used ones: the gaps between consecutive
+# used (or excluded) addresses, bounded by the pool, walked in order. One index range scan, whatever the pool size.
+_LOWEST_FREE = """
+WITH taken AS (
+    SELECT ip FROM (
+        SELECT ip_address AS ip FROM ip_allocations WHERE subnet_id = $1 AND ip_address BETWEEN $2 AND $3
+        UNION SELECT unnest($4::inet[])
+    ) u WHERE ip BETWEEN $2 AND $3
+), bounds AS (
+    SELECT $2::inet - 1 AS ip UNION ALL SELECT ip FROM taken UNION ALL SELECT $3::inet + 1
+), gaps AS (
+    SELECT ip + 1 AS lo, lead(ip) OVER (ORDER BY ip) - 1 AS hi FROM bounds
+)
+SELECT host(f.lo + g) AS ip
+FROM (SELECT lo, hi FROM gaps WHERE lo <= hi ORDER BY lo LIMIT $5) f,
+     generate_series(0::bigint, LEAST(f.hi - f.lo, $5 - 1)) AS g
+ORDER BY f.lo + g LIMIT $5
+"""
+
+
+async def lowest_free(
+    conn: asyncpg.Connection,
+    subnet_id: str,
+    pools: Sequence[Pool],
+    limit: int,
+    *,
+    exclude: Sequence[IPv4Address] = (),
+) -> list[IPv4Address]:
+    """The ``limit`` lowest addresses of ``pools`` neither allocated in ``subnet_id`` nor in ``exclude``: what
+    PostgreSQL finds them from the used rows (an index range scan), so the used set never leaves the database."""
+    out: list[IPv4Address] = []
+    for pool in sorted(pools):
+        rows = await conn.fetch(_LOWEST_FREE, subnet_id, pool.start, pool.end, list(exclude), limit - len(out))
+        out.extend(IPv4Address(r["ip"]) for r in rows)
+        if len(out) >= limit:
+            break
+    return out
 
 
 async def _try_insert(conn: asyncpg.Connection, subnet_id: str, ip: IPv4Address, port_id: str, network_id: str) -> bool:
@@ -415,7 +419,7 @@ async def allocate_ip(
         return ip
     excluded = [gateway] if gateway is not None else []
     while True:
-        candidates = free_candidates(pools, await used_addresses(conn, sid), CANDIDATE_BATCH, exclude=excluded)
+        candidates = await lowest_free(conn, sid, pools, CANDIDATE_BATCH, exclude=excluded)
         if not candidates:
             raise exceptions.IpAddressExhausted(
                 f"No more IP addresses available on subnet {sid} ({cidr}) of network {nid}: "
