@@ -50,10 +50,11 @@ class Database:
         self.attempt_timeout = attempt_timeout
 
     @classmethod
-    async def connect(cls, conf: cfg.ConfigOpts, *, session_reset: bool = True) -> Database:
-        """Open the pool. ``session_reset=False`` skips asyncpg's reset query (advisory unlock, ``CLOSE ALL``,
-        ``UNLISTEN``, ``RESET ALL``) on every release, a round trip each time: only for a service that never
-        changes session state on pooled connections (no ``SET``, ``LISTEN``, cursors or session-level locks)."""
+    async def connect(cls, conf: cfg.ConfigOpts, *, session_reset: bool = False) -> Database:
+        """Open the pool. Stratus never changes session state on pooled connections (no ``SET``, ``LISTEN``,
+        cursors or session-level locks: its advisory locks are transaction-level, and a listener gets its own
+        connection), so by default a release skips asyncpg's reset query (advisory unlock, ``CLOSE ALL``,
+        ``UNLISTEN``, ``RESET ALL``), a round trip each time. ``session_reset=True`` restores it."""
         dsn = conf.database.connection
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RETRYABLE),

@@ -344,12 +344,12 @@ WITH taken AS (
 ), bounds AS (
     SELECT $2::inet - 1 AS ip UNION ALL SELECT ip FROM taken UNION ALL SELECT $3::inet + 1
 ), gaps AS (
-    SELECT ip + 1 AS lo, lead(ip) OVER (ORDER BY ip) - 1 AS hi FROM bounds
+    SELECT ip AS before, lead(ip) OVER (ORDER BY ip) AS after FROM bounds
 )
-SELECT host(f.lo + g) AS ip
-FROM (SELECT lo, hi FROM gaps WHERE lo <= hi ORDER BY lo LIMIT $5) f,
-     generate_series(0::bigint, LEAST(f.hi - f.lo, $5 - 1)) AS g
-ORDER BY f.lo + g LIMIT $5
+SELECT host(f.before + 1 + g) AS ip
+FROM (SELECT before, after FROM gaps WHERE after - before > 1 ORDER BY before LIMIT $5) f,
+     generate_series(0::bigint, LEAST(f.after - f.before - 2, $5 - 1)) AS g
+ORDER BY f.before, g LIMIT $5
 """
 
 
@@ -370,6 +370,20 @@ async def lowest_free(
         if len(out) >= limit:
             break
     return out
+
+
+# Concurrent allocators see the same lowest free addresses. Each takes the first candidate nobody else is
+# inserting right now (a transaction-level advisory try-lock per (subnet, address): never waits), so they spread
+# over the candidates instead of queueing on one uncommitted row. The two-key lock space is Stratus IPAM's alone.
+_IPAM_LOCK_CLASS = 0x1BA4
+_CLAIM_CANDIDATE = """
+INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
+SELECT $1, c.ip, $3, $4 FROM unnest($2::inet[]) AS c(ip)
+WHERE pg_try_advisory_xact_lock($5, hashtext($1 || host(c.ip)))
+LIMIT 1
+ON CONFLICT (subnet_id, ip_address) DO NOTHING
+RETURNING host(ip_address)
+"""
 
 
 async def _try_insert(conn: asyncpg.Connection, subnet_id: str, ip: IPv4Address, port_id: str, network_id: str) -> bool:
@@ -418,14 +432,17 @@ async def allocate_ip(
             )
         return ip
     excluded = [gateway] if gateway is not None else []
+    batch = CANDIDATE_BATCH
     while True:
-        candidates = await lowest_free(conn, sid, pools, CANDIDATE_BATCH, exclude=excluded)
+        candidates = await lowest_free(conn, sid, pools, batch, exclude=excluded)
         if not candidates:
             raise exceptions.IpAddressExhausted(
                 f"No more IP addresses available on subnet {sid} ({cidr}) of network {nid}: "
                 f"all {pool_size(pools)} addresses of its allocation pools are in use."
             )
-        for ip in candidates:
-            if await _try_insert(conn, sid, ip, port_id, nid):
-                return ip
-        # Every candidate went to a concurrent allocator: look at the used set again.
+        ip = await conn.fetchval(_CLAIM_CANDIDATE, sid, candidates, port_id, nid, _IPAM_LOCK_CLASS)
+        if ip is not None:
+            return IPv4Address(ip)
+        # Every candidate is being allocated by a concurrent transaction (or was committed since we looked):
+        # look again, further.
+        batch = min(batch * 2, 1024)
