@@ -20,7 +20,9 @@ __all__ = [
     "list_nodes",
     "release",
     "upsert_from_report",
+    "upsert_reports",
     "upsert_service",
+    "upsert_services",
 ]
 
 _REPORTED = (
@@ -31,23 +33,49 @@ _REPORTED = (
 )  # fmt: skip
 
 
+_TYPES = {
+    "hypervisor_hostname": "text", "hypervisor_type": "text", "hypervisor_version": "integer", "virt_type": "text",
+    "cpu_info": "jsonb", "vcpus": "integer", "memory_mb": "integer", "local_gb": "integer", "running_vms": "integer",
+    "cpu_allocation_ratio": "real", "ram_allocation_ratio": "real", "disk_allocation_ratio": "real",
+    "reserved_host_memory_mb": "integer", "reserved_host_disk_gb": "integer", "reserved_host_cpus": "integer",
+    "availability_zone": "text",
+}  # fmt: skip
+assert set(_TYPES) == set(_REPORTED)
+
+
+def _columns(report: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(c for c in _REPORTED if report.get(c) is not None or c == "hypervisor_hostname")
+
+
 async def upsert_from_report(conn: asyncpg.Connection, report: dict[str, Any]) -> asyncpg.Record:
     """Record a capacity report. Totals and ratios come from the host; ``*_used`` never do (claims own them)."""
-    cols = [c for c in _REPORTED if report.get(c) is not None]
-    values = [report[c] for c in cols]
-    if "hypervisor_hostname" not in cols:
-        cols.append("hypervisor_hostname")
-        values.append(report["host"])
-    insert_cols = ["id", "host", *cols, "last_report_at"]
-    placeholders = ", ".join(f"${i}" for i in range(1, len(insert_cols)))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*cols, "last_report_at"])
-    return await conn.fetchrow(
-        f"INSERT INTO compute_nodes ({', '.join(insert_cols)}) VALUES ({placeholders}, now())"
-        f" ON CONFLICT (host) DO UPDATE SET {updates}, updated_at = now() RETURNING *",
-        str(uuid.uuid4()),
-        report["host"],
-        *values,
-    )
+    [row] = await upsert_reports(conn, [report])
+    return row
+
+
+async def upsert_reports(conn: asyncpg.Connection, reports: list[dict[str, Any]]) -> list[asyncpg.Record]:
+    """Record capacity reports (one per host), one statement per set of reported columns (normally one in all),
+    in host order. Returns the rows."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for report in sorted(reports, key=lambda r: r["host"]):
+        groups.setdefault(_columns(report), []).append(report)
+    rows: list[asyncpg.Record] = []
+    for cols, group in groups.items():
+        record = ", ".join(["host text", *(f"{c} {_TYPES[c]}" for c in cols)])
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*cols, "last_report_at"])
+        data = [{"host": r["host"], **{c: r.get(c) for c in cols}} for r in group]
+        for d in data:
+            d["hypervisor_hostname"] = d["hypervisor_hostname"] or d["host"]
+        rows.extend(
+            await conn.fetch(
+                f"INSERT INTO compute_nodes (id, host, {', '.join(cols)}, last_report_at)"
+                f" SELECT gen_random_uuid()::text, r.host, {', '.join(f'r.{c}' for c in cols)}, now()"
+                f" FROM jsonb_to_recordset($1::jsonb) AS r({record})"
+                f" ON CONFLICT (host) DO UPDATE SET {updates}, updated_at = now() RETURNING *",
+                data,
+            )
+        )
+    return rows
 
 
 async def list_nodes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -158,6 +186,19 @@ async def get_allocation(conn: asyncpg.Connection, instance_id: str) -> asyncpg.
         " WHERE a.instance_id = $1",
         instance_id,
     )
+
+
+async def upsert_services(
+    conn: asyncpg.Connection, binary: str, hosts: list[tuple[str, str | None, str | None]]
+) -> None:
+    """Mark services of ``binary`` alive: ``hosts`` holds (host, topic, broker_node) tuples. One statement."""
+    await conn.execute(
+        'INSERT INTO services (id, host, "binary", topic, broker_node)'
+        " SELECT gen_random_uuid()::text, h, $1, t, b FROM unnest($2::text[], $3::text[], $4::text[]) AS s(h, t, b)"
+        ' ORDER BY h ON CONFLICT (host, "binary") DO UPDATE SET last_seen_at = now(), updated_at = now(),'
+        " topic = EXCLUDED.topic, broker_node = EXCLUDED.broker_node",
+        binary, [h[0] for h in hosts], [h[1] for h in hosts], [h[2] for h in hosts],
+    )  # fmt: skip
 
 
 async def upsert_service(

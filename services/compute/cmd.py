@@ -40,16 +40,14 @@ def compute_hosts(conf: cfg.ConfigOpts) -> list[str]:
     return [f"{conf.host}-{i}" for i in range(n)]
 
 
-async def report_periodically(manager: ComputeManager, transport: Transport, interval: float) -> None:
-    """Capacity and service heartbeat now, then every ``interval`` seconds, until cancelled."""
+async def report_periodically(manager: ComputeManager, interval: float) -> None:
+    """Capacity now, then every ``interval`` seconds, until cancelled. The report is also this service's
+    heartbeat: the scheduler that persists reports marks the service alive (``services.last_seen_at``)."""
     while True:
         ctx = RequestContext.admin()
         token = ctx.bind()
         try:
             await manager.report_capacity(ctx)
-            await manager.conductor.service_heartbeat(
-                ctx, host=manager.host, binary=NAME, broker_node=transport.broker_node
-            )
         except Exception as e:  # the next round retries; a missed report heals itself
             LOG.warning("periodic report of %s failed: %s", manager.host, e)
         finally:
@@ -74,7 +72,7 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
             manager.close()
 
         svc.on_close(close)
-        svc.spawn(report_periodically(manager, transport, conf.compute.report_interval), f"capacity-{host}")
+        svc.spawn(report_periodically(manager, conf.compute.report_interval), f"capacity-{host}")
         LOG.info("serving %s (%s, domain type %s)", topic_for(host), conf.compute.connection_uri, driver.virt_type)
 
 

@@ -91,8 +91,3 @@ class ConductorManager:
                 await actions.finish_action(conn, instance_id, ctx.request_id)
 
         await self.db.run(tx)
-
-    async def service_heartbeat(self, ctx: RequestContext, host: str, binary: str, broker_node: str | None) -> None:
-        await self.db.run(
-            lambda c: compute_nodes.upsert_service(c, host=host, binary=binary, topic=None, broker_node=broker_node)
-        )

@@ -107,9 +107,6 @@ class ConductorAPI:
     async def instance_deleted(self, ctx: RequestContext, instance_id: str, host: str) -> None:
         await self.client.cast(self.TOPIC, "instance_deleted", ctx, instance_id=instance_id, host=host)
 
-    async def service_heartbeat(self, ctx: RequestContext, host: str, binary: str, broker_node: str | None) -> None:
-        await self.client.cast(self.TOPIC, "service_heartbeat", ctx, host=host, binary=binary, broker_node=broker_node)
-
     async def report_capacity(self, ctx: RequestContext, capacity: dict[str, Any]) -> None:
         """Publish a host's capacity to every scheduler (fanout); one of them persists it."""
         await self.client.fanout(CAPACITY_EXCHANGE, "update_capacity", ctx, capacity=capacity)

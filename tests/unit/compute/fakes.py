@@ -61,9 +61,6 @@ class FakeConductor:
     async def instance_deleted(self, ctx: RequestContext, **kw: Any) -> None:
         self.calls.append(("instance_deleted", kw))
 
-    async def service_heartbeat(self, ctx: RequestContext, **kw: Any) -> None:
-        self.calls.append(("service_heartbeat", kw))
-
     async def report_capacity(self, ctx: RequestContext, **kw: Any) -> None:
         self.calls.append(("report_capacity", kw))
 

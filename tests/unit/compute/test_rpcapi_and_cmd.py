@@ -56,26 +56,22 @@ def test_one_host_or_n_simulated_ones(conf):
         cmd.compute_hosts(conf)
 
 
-@dataclass
-class FakeTransport:
-    broker_node: str = "mq2:5672"
-
-
-async def test_periodic_report_sends_capacity_and_heartbeat(manager, conductor):
-    task = asyncio.create_task(cmd.report_periodically(manager, FakeTransport(), interval=0.01))
+async def test_periodic_report_is_the_capacity_and_the_heartbeat(manager, conductor):
+    task = asyncio.create_task(cmd.report_periodically(manager, interval=0.01))
     try:
         for _ in range(200):
-            if len(conductor.named("service_heartbeat")) >= 2:
+            if len(conductor.named("report_capacity")) >= 2:
                 break
             await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    beats = conductor.named("service_heartbeat")
-    assert len(beats) >= 2
-    assert beats[0] == {"host": "cmp-a", "binary": "stratus-compute", "broker_node": "mq2:5672"}
-    assert len(conductor.named("report_capacity")) >= 2
+    reports = [r["capacity"] for r in conductor.named("report_capacity")]
+    assert len(reports) >= 2
+    # What the persisting scheduler needs to mark the service alive, with the broker node it uses.
+    assert {(r["host"], r["broker_node"]) for r in reports} == {("cmp-a", "mq1:5672")}
+    assert [name for name, _ in conductor.calls if name != "report_capacity"] == []
 
 
 async def test_periodic_report_survives_a_failed_round(manager, conductor):
@@ -87,7 +83,7 @@ async def test_periodic_report_survives_a_failed_round(manager, conductor):
             raise ConnectionError("broker away")
 
     conductor.report_capacity = flaky
-    task = asyncio.create_task(cmd.report_periodically(manager, FakeTransport(), interval=0.01))
+    task = asyncio.create_task(cmd.report_periodically(manager, interval=0.01))
     try:
         for _ in range(200):
             if len(calls) >= 2:
