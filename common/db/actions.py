@@ -89,7 +89,7 @@ def _merge(events: list[dict[str, Any]]) -> dict[tuple[str, str | None], _Merged
 async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str, events: list[dict[str, Any]]) -> None:
     """Record steps of the action of ``request_id`` on ``instance_id``: each event a dict with ``event``,
     ``result`` ('start', 'Success' or 'Error'), ``host``, and optional ``details`` and ``at`` (datetime or ISO
-    string; default now). A batch costs three statements whatever its size.
+    string; default now). A batch costs two statements whatever its size.
 
     Order-independent, because casts from one sender may be applied concurrently: an event is keyed by
     (action, event, host); a 'start' arriving after its finish only fills in the start time, a finish
@@ -98,20 +98,18 @@ async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str
     if not events:
         return
     # The action, locked: serialises writers of its events (two conductors may apply its start and finish at once).
-    action_id = await conn.fetchval(
-        "SELECT id FROM instance_actions WHERE instance_id = $1 ORDER BY (request_id = $2) DESC, id DESC LIMIT 1"
-        " FOR UPDATE",
+    # The action locked, with the events it has (one round trip).
+    rows = await conn.fetch(
+        "SELECT a.id AS action_id, e.id, e.event, e.host FROM (SELECT id FROM instance_actions WHERE instance_id = $1"
+        " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 FOR UPDATE) a"
+        " LEFT JOIN instance_action_events e ON e.action_id = a.id ORDER BY e.id",
         instance_id, request_id,
     )  # fmt: skip
-    if action_id is None:
+    if not rows:
         return
+    action_id = rows[0]["action_id"]
     merged = _merge(events)
-    existing = {
-        (r["event"], r["host"]): r["id"]
-        for r in await conn.fetch(
-            "SELECT id, event, host FROM instance_action_events WHERE action_id = $1 ORDER BY id", action_id
-        )
-    }
+    existing = {(r["event"], r["host"]): r["id"] for r in rows if r["id"] is not None}
     fresh = [(key, m) for key, m in merged.items() if key not in existing]
     if fresh:
         await conn.execute(

@@ -41,14 +41,12 @@ class ConductorManager:
         update). When the task ends (task_state None) the request's action ends too."""
 
         async def tx(conn: asyncpg.Connection) -> None:
-            await actions.add_events(conn, instance_id, ctx.request_id, events or [])
             row = await instances.update(conn, instance_id, values, expected_task_state=expected_task_state)
             if row is None:
                 LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
-                return
-            if event is not None:
-                await actions.add_events(conn, instance_id, ctx.request_id, [event])
-            if "task_state" in values and values["task_state"] is None:
+            recorded = [*(events or []), *([event] if event is not None and row is not None else [])]
+            await actions.add_events(conn, instance_id, ctx.request_id, recorded)
+            if row is not None and "task_state" in values and values["task_state"] is None:
                 await actions.finish_action(conn, instance_id, ctx.request_id)
 
         await self.db.run(tx)
