@@ -8,17 +8,12 @@ import asyncio
 import json
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from common import config
-from common.context import RequestContext
-from common.rpc import Transport
-from services.scheduler.rpcapi import ConductorAPI
-from tests.fixtures.cloud import Cloud, wait_status
+from tests.fixtures.cloud import Cloud
+from tests.functional.scheduler.helpers import api, boot, delete_all, fault, host_of, report_ghost, settle
 
 pytestmark = pytest.mark.functional
 
@@ -39,65 +34,6 @@ def cloud(postgres, rabbit):
             yield c
         finally:
             c.stop()
-
-
-def api(cloud, method, path, body=None):
-    """(status, json) of a compute API request with the admin token."""
-    token = cloud.sdk().session.get_token()
-    req = urllib.request.Request(
-        f"{cloud.endpoint}/compute/v2.1{path}", method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-Auth-Token": token, "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
-def boot(cloud, name, hints=None, flavor="1", count=1, az=None):
-    image = cloud.sdk().image.find_image("tiny", ignore_missing=False)
-    net = cloud.sdk().network.find_network("private", ignore_missing=False)
-    body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image.id, "networks": [{"uuid": net.id}],
-                       "min_count": count, "max_count": count}}  # fmt: skip
-    if az:
-        body["server"]["availability_zone"] = az
-    if hints:
-        body["os:scheduler_hints"] = hints
-    status, data = api(cloud, "POST", "/servers", body)
-    assert status == 202, data
-    if count == 1:
-        return [data["server"]["id"]]
-    rows = cloud.query("SELECT id FROM instances WHERE name LIKE $1 ORDER BY launch_index", f"{name}-%")
-    return [r["id"] for r in rows]
-
-
-def settle(cloud, ids, status="ACTIVE"):
-    out = []
-    for sid in ids:
-        s = wait_status(cloud.sdk(), sid, {"ACTIVE", "ERROR"})
-        assert s.status == status, s.fault
-        out.append(s)
-    return out
-
-
-def host_of(cloud, sid):
-    return api(cloud, "GET", f"/servers/{sid}")[1]["server"]["OS-EXT-SRV-ATTR:host"]
-
-
-def delete_all(cloud):
-    conn = cloud.sdk()
-    servers = list(conn.compute.servers(all_projects=True))
-    for s in servers:
-        conn.compute.delete_server(s.id)
-    for s in servers:
-        conn.compute.wait_for_delete(s, wait=60)
-
-
-def fault(cloud, sid):
-    return cloud.sdk().compute.get_server(sid).fault["message"]
 
 
 def test_anti_affinity_batch_spreads_and_the_next_member_is_explained(cloud):
@@ -243,27 +179,10 @@ def test_bad_input_is_a_clear_4xx(cloud):
         api(cloud, "DELETE", f"/os-aggregates/{a}")
 
 
-def _report_ghost(cloud, **extra):
-    conf = config.parse_args(["--config-file", str(cloud.config)], prog="t", default_config_files=[])
-
-    async def send():
-        transport = await Transport.connect(conf, service="ghost")
-        try:
-            await ConductorAPI(transport.client()).report_capacity(
-                RequestContext.admin(),
-                {"host": "ghost", "vcpus": 64, "memory_mb": 262144, "local_gb": 1000, "running_vms": 0,
-                 "cpu_allocation_ratio": 1.0, "ram_allocation_ratio": 1.0, "reserved_host_memory_mb": 0, **extra},
-            )  # fmt: skip
-        finally:
-            await transport.close()
-
-    asyncio.run(send())
-
-
 def test_failed_build_is_rescheduled_and_a_silent_host_drops_out(cloud):
     """A host that reports but has no compute service: the cast to it fails, the build moves on to a real host.
     The same host alone in its zone exhausts the attempts (cause chain), then drops out once it stops reporting."""
-    _report_ghost(cloud)
+    report_ghost(cloud)
     time.sleep(0.5)
     try:
         (s,) = boot(cloud, "moves-on")  # the ghost has by far the most free RAM: first choice
@@ -273,7 +192,7 @@ def test_failed_build_is_rescheduled_and_a_silent_host_drops_out(cloud):
         chain = json.loads(chain) if isinstance(chain, str) else chain
         assert [f["host"] for f in chain] == ["ghost"] and "unreachable" in chain[0]["reason"]
 
-        _report_ghost(cloud, availability_zone="ghost-az")
+        report_ghost(cloud, availability_zone="ghost-az")
         time.sleep(1.5)
         (lost,) = boot(cloud, "nowhere", az="ghost-az")
         settle(cloud, [lost], "ERROR")
