@@ -22,7 +22,7 @@ from oslo_config import cfg
 
 from common import exceptions, objects
 from common.context import RequestContext
-from common.db import aggregates, compute_nodes, instances, server_groups
+from common.db import actions, aggregates, compute_nodes, instances, server_groups
 from common.db.instances import TaskState, VmState
 from common.db.pool import RETRYABLE, Database
 from common.rpc import server as rpc_server
@@ -48,6 +48,32 @@ class _Prepared:
     allocated_host: str | None
     spec: dict[str, Any]
     lost: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Placed:
+    """An instance claimed on ``host`` (``row``: its row after the claim), not yet cast."""
+
+    spec: dict[str, Any]
+    host: str
+    row: Any
+
+
+@dataclass
+class _Unplaced:
+    """An instance no host could take (``message``: the explained fault), not yet recorded."""
+
+    spec: dict[str, Any]
+    message: str
+    started: datetime
+
+
+@dataclass
+class _AllLost:
+    """Every candidate's claim was lost: how many races so far, and why no host took it."""
+
+    lost: int
+    why: list[str]
 
 
 class SchedulerManager:
@@ -163,23 +189,65 @@ class SchedulerManager:
         request_spec: dict[str, Any] | None = None,
         request_specs: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Place one instance (``request_spec``) or a multi-create batch (``request_specs``), one after the other
-        so each placement sees the claims before it (a batch in an anti-affinity group spreads).
+        """Place one instance (``request_spec``) or a multi-create batch (``request_specs``, see ``_build_batch``).
 
         Idempotent: a redelivered request for an instance that moved on is dropped; one that holds a claim
         already is cast to that host again.
         """
-        specs = request_specs if request_specs is not None else [request_spec] if request_spec else []
-        for spec in specs:
-            try:
-                await self._schedule_one(ctx, spec)
-            except Exception:
-                # One instance's trouble must not starve the rest of its batch; its own state tells the story.
-                if len(specs) == 1:
-                    raise
-                LOG.exception("scheduling %s failed", spec.get("instance_id"))
+        if request_specs is not None:
+            await self._build_batch(ctx, request_specs)
+        elif request_spec:
+            outcome = await self._place(ctx, request_spec)
+            if isinstance(outcome, _Placed):
+                await self._cast(ctx, outcome)
+            elif outcome is not None:
+                await self._record_no_host(ctx, outcome)
 
-    async def _schedule_one(self, ctx: RequestContext, spec: dict[str, Any]) -> None:
+    async def _build_batch(self, ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
+        """Place a multi-create batch one after the other, so each placement sees the claims before it (a batch
+        in an anti-affinity group spreads), all or nothing at ``min_count`` (carried by every spec, default 1).
+
+        Nothing is cast and no fault recorded until ``min_count`` instances are placed; from then on each
+        instance builds or fails on its own. If the batch ends short of it, ``_fail_batch`` gives back every
+        claim and puts the whole batch in ERROR. Redelivery: an instance that moved on (past an earlier delivery's
+        decision, or deleted) counts as placed, since only a decision or its owner moves a batch member on; one
+        that holds its claim counts as placed and is cast again once the decision is made.
+        """
+        need = max(int(s.get("min_count") or 1) for s in specs) if specs else 1
+        placed: list[_Placed] = []
+        unplaced: list[_Unplaced] = []
+        moved_on = 0
+        for spec in specs:
+            decided = len(placed) + moved_on >= need
+            try:
+                outcome = await self._place(ctx, spec)
+            except Exception:
+                # One instance's trouble must not starve the rest of its batch; _fail_batch errors it if the
+                # batch fails, otherwise its own state tells the story.
+                LOG.exception("scheduling %s failed", spec.get("instance_id"))
+                continue
+            if outcome is None:
+                moved_on += 1
+            elif decided and isinstance(outcome, _Placed):
+                await self._cast(ctx, outcome)
+            elif decided:
+                await self._record_no_host(ctx, outcome)
+            elif isinstance(outcome, _Placed):
+                placed.append(outcome)
+            else:
+                unplaced.append(outcome)
+            if not decided and len(placed) + moved_on >= need:  # the decision: build; release what waited on it
+                for p in placed:
+                    await self._cast(ctx, p)
+                for u in unplaced:
+                    await self._record_no_host(ctx, u)
+        if len(placed) + moved_on < need:
+            await self._fail_batch(ctx, specs, placed, unplaced, need)
+
+    async def _place(self, ctx: RequestContext, spec: dict[str, Any]) -> _Placed | _Unplaced | None:
+        """Phases prepare, filter, weigh and claim for one instance. Records the claim (with its event) but no
+        failure: the caller casts a placement or records the no-host fault. None when the instance no longer
+        waits for scheduling (deleted, or moved on in an earlier delivery)."""
         consumed_at = time.time()
         started = datetime.now(UTC)
         instance_id = spec["instance_id"]
@@ -199,7 +267,7 @@ class SchedulerManager:
                 prep = await self._prepare(conn, spec)
             if prep is None:
                 LOG.info("instance %s no longer waits for scheduling; dropping the request", instance_id)
-                return
+                return None
             spec, allocated_host, row = prep.spec, prep.allocated_host, prep.row
         if allocated_host is not None:  # redelivered after a claim whose cast may not have gone out
             host, lost = allocated_host, 0
@@ -211,27 +279,34 @@ class SchedulerManager:
             for last_try in (False, True):
                 hosts, explanations = passing_hosts(self.filters, list(self.view.hosts.values()), spec)
                 if hosts:
-                    claimed = await self._claim_first(ctx, spec, hosts, started, lost, last_try)
+                    claimed = await self._claim_first(ctx, spec, hosts, started, lost)
                     if claimed is None:
-                        return
-                    if isinstance(claimed, int):  # every claim lost; not the last try
-                        lost = claimed
-                    else:
+                        return None
+                    if not isinstance(claimed, _AllLost):
                         break
+                    lost = claimed.lost
+                    if last_try:
+                        return _Unplaced(spec, self._no_host_message(spec, claimed.why), started)
                 elif last_try:
                     if fast:
                         async with self.db.pool.acquire() as conn:
                             if await self._prepare(conn, spec) is None:
-                                return
-                    await self._no_host(ctx, spec, explanations, started)
-                    return
+                                return None
+                    return _Unplaced(spec, self._no_host_message(spec, explanations), started)
                 await self._settle_view()
             host, row, lost = claimed
         if row is None:
-            return
+            return None
         spec = {**spec, "scheduling": {"scheduler": self.conf.host, "consumed_at": consumed_at, "lost_races": lost}}
+        return _Placed(spec, host, row)
+
+    async def _cast(self, ctx: RequestContext, placed: _Placed) -> None:
+        """The cast phase: ``build_and_run_instance`` to the claimed host; a cast nobody takes fails the attempt."""
+        instance_id, host, attempt = placed.spec["instance_id"], placed.host, placed.spec.get("attempt", 1)
         try:
-            await self.compute.build_and_run_instance(ctx, host, objects.instance_to_wire(row), spec, attempt)
+            await self.compute.build_and_run_instance(
+                ctx, host, objects.instance_to_wire(placed.row), placed.spec, attempt
+            )
         except exceptions.StratusError as e:
             # Nobody consumes compute.<host> (service never started there) or the broker refused: that host
             # fails this attempt, the build moves on.
@@ -243,6 +318,55 @@ class SchedulerManager:
             )  # fmt: skip
             return
         self.decisions += 1
+
+    async def _fail_batch(
+        self,
+        ctx: RequestContext,
+        specs: list[dict[str, Any]],
+        placed: list[_Placed],
+        unplaced: list[_Unplaced],
+        need: int,
+    ) -> None:
+        """Fewer than ``min_count`` of a batch placed: in one transaction, give back every claim of the batch and
+        put each of its instances that still waits on this decision in ERROR, saying how many could be placed
+        and why the others could not. Idempotent (guarded on the waiting states; a redelivery finds them ERROR).
+        """
+        started = datetime.now(UTC)
+        head = (
+            f"Only {len(placed)} of the {len(specs)} servers requested together could be placed, fewer than "
+            f"min_count {need}: none of them is built."
+        )
+        own = {u.spec["instance_id"]: u.message for u in unplaced}
+        if unplaced:
+            first = unplaced[0]
+            why = f"{first.spec['instance_id']} found no host: {first.message}"
+        else:
+            why = "The others failed to schedule (internal error, see the scheduler's log)."
+        LOG.warning("batch of %d (request %s): %s %s", len(specs), ctx.request_id, head, why)
+
+        async def tx(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            usage = []
+            for spec in specs:
+                iid = spec["instance_id"]
+                message = f"{head} {own.get(iid) or why}"
+                updated = await instances.update(
+                    conn, iid,
+                    {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, "host": None, "node": None},
+                    expected_vm_state=[VmState.BUILDING],
+                    expected_task_state=[TaskState.SCHEDULING, TaskState.NETWORKING],
+                )  # fmt: skip
+                if updated is None:  # deleted, or moved on meanwhile: not this decision's to fail
+                    continue
+                host = await compute_nodes.release(conn, iid)
+                if host is not None:
+                    usage.append(await compute_nodes.get_usage(conn, host))
+                await self._record_event(conn, ctx, iid, "Error", message, started)
+                await instances.add_fault(conn, iid, message, code=500, host=None, request_id=ctx.request_id)
+                await actions.finish_action(conn, iid, ctx.request_id, "Error")
+            return usage
+
+        for row in await self.db.run(tx):
+            self.view.claimed(row)
 
     async def _claimed_by_earlier_delivery(self, spec: dict[str, Any]) -> tuple[str, asyncpg.Record] | None:
         """For a redelivered request: the host and row of the claim its first delivery made, when that delivery
@@ -311,13 +435,11 @@ class SchedulerManager:
         hosts: list,
         started: datetime,
         lost: int = 0,
-        last_try: bool = True,
-    ) -> tuple[str, asyncpg.Record | None, int] | int | None:
+    ) -> tuple[str, asyncpg.Record | None, int] | _AllLost | None:
         """Claim on a random pick among the best ``host_subset_size``, then the rest in order (``_candidates``).
 
-        Returns (host, updated instance row or None when it vanished, lost races); when every claim lost, the
-        number of lost races (not ``last_try``) or None after recording the no-host fault (``last_try``).
-        ``lost`` counts the races lost by earlier tries.
+        Returns (host, updated instance row or None when it vanished, lost races); ``_AllLost`` when every claim
+        lost; None when the instance moved on (deleted). ``lost`` counts the races lost by earlier tries.
         """
         flavor = spec["flavor"]
         instance_id = spec["instance_id"]
@@ -377,14 +499,11 @@ class SchedulerManager:
             lost += 1
             self.lost_races += 1
             LOG.info("claim on %s lost for %s; trying the next host", host, instance_id)
-        if not last_try:
-            return lost
         why = [f"{len(hosts)} hosts passed the filters but every claim lost (to concurrent requests or their "
                f"limits changed)"]  # fmt: skip
         if group_refusals:
             why.append(f"server group guard: {group_refusals[0]}")
-        await self._no_host(ctx, spec, why, started)
-        return None
+        return _AllLost(lost, why)
 
     async def _claim_once(
         self,
@@ -434,9 +553,8 @@ class SchedulerManager:
             instance_id, ctx.request_id, EVENT, self.conf.host, result, details, started,
         )  # fmt: skip
 
-    async def _no_host(
-        self, ctx: RequestContext, spec: dict[str, Any], explanations: list[str], started: datetime
-    ) -> None:
+    def _no_host_message(self, spec: dict[str, Any], explanations: list[str]) -> str:
+        """What was asked and, per filter, how many hosts it removed and why; earlier attempts as the cause."""
         flavor = spec["flavor"]
         needs = f"{flavor['vcpus']} vCPU, {flavor['ram_mb']} MiB RAM, {flavor['disk_gb']} GiB disk"
         extra = []
@@ -455,6 +573,11 @@ class SchedulerManager:
             message += ". Earlier attempts: " + "; ".join(
                 f"attempt {f['attempt']} on {f['host']} failed at {f['step']}: {f['reason']}" for f in failures
             )
-        LOG.warning("instance %s: %s", spec["instance_id"], message)
-        await self.db.run(lambda c: self._record_event(c, ctx, spec["instance_id"], "Error", message, started))
-        await set_error(self.db, ctx, spec["instance_id"], message, code=500, host=None)
+        return message
+
+    async def _record_no_host(self, ctx: RequestContext, unplaced: _Unplaced) -> None:
+        """The instance goes to ERROR with its no-host fault, also recorded as this scheduler's event."""
+        instance_id, message = unplaced.spec["instance_id"], unplaced.message
+        LOG.warning("instance %s: %s", instance_id, message)
+        await self.db.run(lambda c: self._record_event(c, ctx, instance_id, "Error", message, unplaced.started))
+        await set_error(self.db, ctx, instance_id, message, code=500, host=None)

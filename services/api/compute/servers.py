@@ -329,9 +329,10 @@ async def _check_hints(conn: asyncpg.Connection, c: RequestContext, hints: Mappi
                 raise exceptions.BadRequest(f"Invalid scheduler hint {key}: server {iid} not found.")
 
 
-def request_spec(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What the scheduler needs to place one instance (docs/internals.md)."""
-    return {
+def request_spec(row: Mapping[str, Any], min_count: int | None = None) -> dict[str, Any]:
+    """What the scheduler needs to place one instance (docs/internals.md); ``min_count`` for a multi-create
+    batch, all of whose specs carry it (the scheduler builds none of them unless that many can be placed)."""
+    spec = {
         "instance_id": row["id"],
         "project_id": row["project_id"],
         "user_id": row["user_id"],
@@ -344,6 +345,9 @@ def request_spec(row: Mapping[str, Any]) -> dict[str, Any]:
         "excluded_hosts": [],
         "failures": [],
     }
+    if min_count is not None:
+        spec["min_count"] = min_count
+    return spec
 
 
 # ----- handlers -----------------------------------------------------------------------------------------------
@@ -419,9 +423,10 @@ async def create_server(request: web.Request) -> web.Response:
     scheduler = SchedulerAPI(request.app[RPC])
     if len(rows) == 1:
         results = await asyncio.gather(scheduler.build_instances(c, request_spec(rows[0])), return_exceptions=True)
-    else:  # a multi-create batch is placed together, by one scheduler, in launch order
+    else:  # a multi-create batch is placed together, by one scheduler, in launch order, all or none at min_count
         results = await asyncio.gather(
-            scheduler.build_instances_batch(c, [request_spec(r) for r in rows]), return_exceptions=True
+            scheduler.build_instances_batch(c, [request_spec(r, boot.min_count) for r in rows]),
+            return_exceptions=True,
         )
         results = results * len(rows)
     failed = [(row, err) for row, err in zip(rows, results, strict=True) if isinstance(err, BaseException)]
