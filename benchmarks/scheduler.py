@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -32,6 +33,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._cpu import CpuMeter  # noqa: E402
 from benchmarks._results import record  # noqa: E402
 from common import config  # noqa: E402
 from common.context import RequestContext  # noqa: E402
@@ -134,7 +136,9 @@ def start_schedulers(cloud: Cloud, n: int) -> None:
         svc.start()
 
 
-async def run(cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: int, timeout: float) -> dict:
+async def run(
+    cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: int, timeout: float, meter_for: Callable
+) -> dict:
     """Hosts and a full queue of requests first, then the schedulers start: they bootstrap the host view from
     the DB, follow the fanout reports, and drain the queue; the rate is measured from the first decision."""
     rng = random.Random(seed)
@@ -179,11 +183,12 @@ async def run(cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: in
         lost += sched.get("lost_races", 0)
         last_at = time.perf_counter()
         first_at = first_at or last_at
-        await message.ack()
         if len(latencies) >= requests:
             done.set()
 
-    await queue.consume(on_build)
+    # no_ack: this exclusive queue only feeds the measurement, and acking 5,000 deliveries took CPU from the
+    # schedulers sharing these 2 cores.
+    await queue.consume(on_build, no_ack=True)
     sem = asyncio.Semaphore(200)
 
     async def cast(item: dict) -> None:
@@ -202,6 +207,8 @@ async def run(cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: in
     reporter = asyncio.create_task(keep_reporting())
     started = time.perf_counter()
     start_schedulers(cloud, schedulers)
+    meter = meter_for(cloud)
+    cpu_before, client_cpu = meter.sample(), time.process_time()
     db = await asyncpg.connect(dsn)
     end_deadline = time.monotonic() + timeout
     while not done.is_set() and time.monotonic() < end_deadline:
@@ -214,6 +221,8 @@ async def run(cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: in
     errors = await db.fetchval("SELECT count(*) FROM instances WHERE vm_state = 'error'")
     end = last_at if not errors else time.perf_counter()
     reporter.cancel()
+    cpu = meter.since(cpu_before)
+    cpu["benchmark_client"] = round(time.process_time() - client_cpu, 2)
     audit = await db.fetchrow(AUDIT)
     await connection.close()
     await transport.close()
@@ -231,6 +240,9 @@ async def run(cloud: Cloud, hosts: int, schedulers: int, requests: int, seed: in
         "allocations": int(audit["allocations"]),
         "drain_s": round(end - first_at, 2),
         "incl_scheduler_start_s": round(end - started, 2),
+        # CPU seconds per component from the schedulers' start (their start-up included) to the last decision.
+        "cpu_s": cpu,
+        "cpu_ms_per_decision": round(cpu["total"] * 1000 / max(1, decided), 2),
     }
 
 
@@ -254,7 +266,18 @@ def main() -> None:
                                         "scheduler": {"service_down_time": 60}})  # fmt: skip
             cloud.start(timeout=120)
             try:
-                result = asyncio.run(run(cloud, args.hosts, args.schedulers, args.requests, args.seed, args.timeout))
+
+                def meter_for(cloud: Cloud) -> CpuMeter:
+                    return CpuMeter({
+                        "schedulers": [s.pid for n, s in cloud.services.items() if n.startswith("scheduler")],
+                        "other_services": [s.pid for n, s in cloud.services.items() if not n.startswith("scheduler")],
+                        "postgres": [pg.proc.pid if pg.proc else None],
+                        "rabbitmq": [node.proc.pid for node in rabbit.nodes if node.proc],
+                    })  # fmt: skip
+
+                result = asyncio.run(
+                    run(cloud, args.hosts, args.schedulers, args.requests, args.seed, args.timeout, meter_for)
+                )
             finally:
                 if args.keep_logs:
                     import shutil

@@ -56,6 +56,18 @@ def test_expired_token_says_so():
         signer.verify(jwt.encode(claims, KEY, algorithm="HS256"))
 
 
+def test_a_verified_token_still_expires(monkeypatch):
+    """Verified tokens are remembered (no signature check per request), but never past their expiry."""
+    signer = TokenSigner(KEY, 60)
+    token, payload = _issue(signer)
+    assert signer.verify(token).user_id == payload.user_id
+    assert signer.verify(token) is signer.verify(token)  # from the cache
+    later = time.time() + 120
+    monkeypatch.setattr("services.api.auth.time.time", lambda: later)
+    with pytest.raises(exceptions.Unauthorized, match="expired"):
+        signer.verify(token)
+
+
 def test_password_hash_round_trip_and_salt():
     h1, h2 = hash_password("pw"), hash_password("pw")
     assert h1 != h2, "salted"
