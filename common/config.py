@@ -180,15 +180,18 @@ scheduler_opts = [
     ),
     cfg.FloatOpt(
         "soft_affinity_weight_multiplier",
-        default=1.0,
+        default=10.0,
         min=0.0,
-        help="How strongly soft-affinity groups pull members onto hosts already holding members.",
+        help="How strongly soft-affinity groups pull members onto hosts already holding members. The default "
+        "outweighs the spreading weighers (RAM 1.0, CPU 0.5), so the policy holds wherever a member's host fits; "
+        "at Nova's 1.0 they would spread the group.",
     ),
     cfg.FloatOpt(
         "soft_anti_affinity_weight_multiplier",
-        default=1.0,
+        default=10.0,
         min=0.0,
-        help="How strongly soft-anti-affinity groups push members away from hosts already holding members.",
+        help="How strongly soft-anti-affinity groups push members away from hosts already holding members (the "
+        "default outweighs the resource weighers, as for soft_affinity_weight_multiplier).",
     ),
     cfg.FloatOpt(
         "build_failure_weight_multiplier",

@@ -142,7 +142,9 @@ class SchedulerManager:
         key = tuple(sorted((k, repr(v)) for k, v in capacity.items() if k != "reported_at"))
         last = self._persisted.get(state.host)
         now = time.monotonic()
-        if last is not None and last[1] == key and now - last[0] < 3 * self.conf.compute.report_interval:
+        # Unchanged reports are written now and then all the same: they are the host's heartbeat in the DB.
+        refresh = min(3 * self.conf.compute.report_interval, self.conf.scheduler.service_down_time / 2)
+        if last is not None and last[1] == key and now - last[0] < refresh:
             return
         self._persisted[state.host] = (now, key)
         self._unsaved[state.host] = capacity
@@ -160,16 +162,11 @@ class SchedulerManager:
             return 0
 
         async def persist(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows = []
-            for capacity in batch.values():
-                rows.append(await compute_nodes.upsert_from_report(conn, capacity))
-                await compute_nodes.upsert_service(
-                    conn,
-                    host=capacity["host"],
-                    binary="stratus-compute",
-                    topic=f"compute.{capacity['host']}",
-                    broker_node=capacity.get("broker_node"),
-                )
+            # The report is also the compute service's heartbeat (services.last_seen_at).
+            rows = await compute_nodes.upsert_reports(conn, list(batch.values()))
+            await compute_nodes.upsert_services(
+                conn, "stratus-compute", [(h, f"compute.{h}", c.get("broker_node")) for h, c in batch.items()]
+            )
             return rows
 
         try:

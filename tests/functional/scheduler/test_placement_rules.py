@@ -43,9 +43,9 @@ def cloud(postgres, rabbit):
             Path(tmp), postgres, rabbit, compute_hosts=3, schedulers=1,
             compute_overrides={"vcpus": 2, "memory_mb": 4096, "local_gb": 50, "cpu_allocation_ratio": 1.0,
                                "ram_allocation_ratio": 1.0, "reserved_host_memory_mb": 0},
-            extra_config={"scheduler": {"service_down_time": 60, "host_subset_size": 1, "build_failure_threshold": 2,
-                                        "soft_affinity_weight_multiplier": 10.0,
-                                        "soft_anti_affinity_weight_multiplier": 10.0}},
+            # The soft-group weighers run at their defaults: the tests show those make the policies hold.
+            extra_config={"scheduler": {"service_down_time": 60, "host_subset_size": 1,
+                                        "build_failure_threshold": 2}},
         )  # fmt: skip
         c.start()
         try:
