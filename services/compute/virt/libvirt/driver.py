@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ __all__ = ["LibvirtDriver"]
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_CAPACITY_TTL = 60.0  # seconds a host's totals are taken as read (host_capacity)
 _WORKERS = 4
 _POLL_INTERVAL = 0.5
 _CONSOLE_TAIL_BYTES = 1024 * 1024
@@ -104,6 +106,7 @@ class LibvirtDriver(ComputeDriver):
         # (vcpus, memory MiB, disk GiB) of each Stratus guest by UUID, None for other domains: read from the domain
         # XML once, since a guest's size never changes (capacity reports list every guest after each change).
         self._sizes: dict[str, tuple[int, int, int] | None] = {}
+        self._facts: tuple[float, tuple[int, int, int, str, int, str]] | None = None  # host_capacity's
 
     @classmethod
     async def create(cls, conf: cfg.ConfigOpts, host: str) -> LibvirtDriver:
@@ -203,17 +206,24 @@ class LibvirtDriver(ComputeDriver):
     # ----- host -------------------------------------------------------------------------------------------------
 
     async def host_capacity(self) -> HostCapacity:
+        """This host's totals (configured overrides first) and hypervisor. What libvirt says (five calls) is read
+        at most once a minute: it only changes with hardware or an upgrade, and every capacity report needs it."""
         c = self.conf.compute
-        info = await self._run(self._conn.getInfo)  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-        hv_type, hv_version = await self._run(lambda: (self._conn.getType(), self._conn.getVersion()))
-        hostname = await self._run(self._conn.getHostname) if self._real_host else self.host
+        now = time.monotonic()
+        if self._facts is None or now - self._facts[0] > _CAPACITY_TTL:
+            info = await self._run(self._conn.getInfo)  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, ...]
+            hv_type, hv_version = await self._run(lambda: (self._conn.getType(), self._conn.getVersion()))
+            hostname = await self._run(self._conn.getHostname) if self._real_host else self.host
+            fs_gb = await asyncio.to_thread(self._filesystem_gb)
+            self._facts = (now, (int(info[2]), int(info[1]), fs_gb, hv_type, int(hv_version), hostname))
+        cpus, memory_mb, fs_gb, hv_type, hv_version, hostname = self._facts[1]
         return HostCapacity(
-            vcpus=c.vcpus or int(info[2]),
-            memory_mb=c.memory_mb or int(info[1]),
-            local_gb=c.local_gb or await asyncio.to_thread(self._filesystem_gb),
+            vcpus=c.vcpus or cpus,
+            memory_mb=c.memory_mb or memory_mb,
+            local_gb=c.local_gb or fs_gb,
             virt_type=self.virt_type,
             hypervisor_type=hv_type,
-            hypervisor_version=int(hv_version),
+            hypervisor_version=hv_version,
             hypervisor_hostname=hostname,
             cpu_info=self._caps.cpu_info,
         )
