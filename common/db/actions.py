@@ -97,11 +97,11 @@ async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str
     """
     if not events:
         return
-    # The action, locked: serialises writers of its events (two conductors may apply its start and finish at once).
-    # The action locked, with the events it has (one round trip).
+    # The action locked, with the events it has, in one round trip: serialises writers of its events (two conductors
+    # may apply a start and its finish at once). NO KEY UPDATE, so inserting events (a key-share check) never waits.
     rows = await conn.fetch(
         "SELECT a.id AS action_id, e.id, e.event, e.host FROM (SELECT id FROM instance_actions WHERE instance_id = $1"
-        " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 FOR UPDATE) a"
+        " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 FOR NO KEY UPDATE) a"
         " LEFT JOIN instance_action_events e ON e.action_id = a.id ORDER BY e.id",
         instance_id, request_id,
     )  # fmt: skip
