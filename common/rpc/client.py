@@ -35,6 +35,7 @@ class RpcClient:
         return await self.transport.request(topic, method, body, headers, timeout, ctx.request_id)
 
     async def fanout(self, exchange: str, method: str, ctx: RequestContext, **kwargs: Any) -> None:
-        """Publish to every queue bound to a fanout exchange (none bound is fine: reports are periodic)."""
+        """Publish to every queue bound to a fanout exchange, unconfirmed (none bound is fine: what goes out this
+        way is periodic, see ``Transport.broadcast``)."""
         body, headers = envelope.encode_request(method, kwargs, ctx, self.transport.sender)
-        await self.transport.publish(body, headers, "", exchange=exchange, mandatory=False, persistent=False)
+        await self.transport.broadcast(body, headers, exchange)

@@ -68,10 +68,11 @@ def work_queue_arguments(topic: str, delivery_limit: int) -> dict[str, Any]:
 class Dispatcher:
     """Runs one message against ``endpoint``. Public async methods are the callable surface."""
 
-    def __init__(self, transport: Transport, endpoint: object, label: str) -> None:
+    def __init__(self, transport: Transport, endpoint: object, label: str, *, acks: bool = True) -> None:
         self.transport = transport
         self.endpoint = endpoint
         self.label = label
+        self.acks = acks  # False: deliveries come unacked (no_ack) and are never settled here
         self.inflight: set[asyncio.Task] = set()
 
     def _method(self, name: str) -> Any:
@@ -111,7 +112,8 @@ class Dispatcher:
             LOG.error("dead-lettering message %s on %s: %s", message.message_id, self.label, e)
             if message.reply_to:
                 await self._reply(message, envelope.encode_error(exceptions.BadRequest(str(e))))
-            await message.reject(requeue=False)
+            if self.acks:
+                await message.reject(requeue=False)
             return
         token = req.ctx.bind()
         started = time.monotonic()
@@ -126,6 +128,9 @@ class Dispatcher:
                     if not isinstance(e, exceptions.StratusError):
                         e = exceptions.ServiceUnavailable(f"{self.label}.{req.method}: {type(e).__name__}: {e}")
                     reply = envelope.encode_error(e)
+                elif not self.acks:
+                    LOG.warning("%s.%s met an outage (%s); dropped (the next one heals it)", self.label, req.method, e)
+                    return
                 else:
                     LOG.warning("%s.%s met an outage (%s); requeueing it", self.label, req.method, e)
                     await asyncio.sleep(REQUEUE_DELAY)
@@ -135,7 +140,8 @@ class Dispatcher:
                 # Wrong arguments for the method: the message is at fault, not the service.
                 if message.reply_to is None and "argument" in str(e):
                     LOG.error("dead-lettering %s.%s: %s", self.label, req.method, e)
-                    await message.reject(requeue=False)
+                    if self.acks:
+                        await message.reject(requeue=False)
                     return
                 LOG.exception("%s.%s failed", self.label, req.method)
                 reply = envelope.encode_error(e)
@@ -148,7 +154,8 @@ class Dispatcher:
             # Ack first, then answer: a reply can kill our connection (RabbitMQ 3.10 closes it with INTERNAL_ERROR
             # when the caller's node is gone), and an unacked request would then come back, fail the same way
             # and end in the dead-letter queue. A caller that misses its reply fails or times out on its own.
-            await message.ack()
+            if self.acks:
+                await message.ack()
             if message.reply_to:
                 await self._reply(message, reply)
             LOG.debug("%s.%s done in %.1f ms", self.label, req.method, (time.monotonic() - started) * 1000)
@@ -194,16 +201,18 @@ async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dis
 
 
 async def serve_fanout(transport: Transport, exchange_name: str, endpoint: object) -> Dispatcher:
-    """Bind an exclusive, auto-delete queue of this process to the fanout exchange ``exchange_name``."""
+    """Bind an exclusive, auto-delete queue of this process to the fanout exchange ``exchange_name``, consumed
+    without acks: fanout data is periodic (``Transport.broadcast``), so a delivery lost with this process's
+    connection costs nothing, and an ack per capacity report was most of a scheduler's messaging CPU."""
     from common.rpc.transport import _ConsumerSpec
 
-    dispatcher = Dispatcher(transport, endpoint, exchange_name)
+    dispatcher = Dispatcher(transport, endpoint, exchange_name, acks=False)
 
     async def setup(channel: AbstractChannel) -> tuple[AbstractQueue, str]:
         exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.FANOUT, durable=True)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await queue.bind(exchange)
-        return queue, await queue.consume(dispatcher.on_message)
+        return queue, await queue.consume(dispatcher.on_message, no_ack=True)
 
     await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, 256, dispatcher))
     return dispatcher

@@ -109,6 +109,7 @@ class Transport:
         self._connection: AbstractConnection | None = None
         self._pub_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._broadcast_channel: AbstractChannel | None = None
         self._fanouts: dict[str, AbstractExchange] = {}
         self._consumers: list[_ConsumerSpec] = []
         self._consumer_channels: list[tuple[AbstractChannel, AbstractQueue, str]] = []
@@ -231,6 +232,11 @@ class Transport:
         dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
         del dlx
         self._fanouts = {}
+        # Fanout data is periodic and self-healing (shared/notes/RABBITMQ.md), so it goes without confirms.
+        old, self._broadcast_channel = self._broadcast_channel, await self._connection.channel(publisher_confirms=False)
+        if old is not None and not old.is_closed:
+            with contextlib.suppress(Exception):
+                await old.close()
         # Direct reply-to: the consumer must live on the channel that publishes the requests.
         reply_queue = await channel.get_queue(REPLY_TO, ensure=False)
         await reply_queue.consume(self._on_reply, no_ack=True)
@@ -249,6 +255,7 @@ class Transport:
         conn, self._connection = self._connection, None
         self._pub_channel = None
         self._exchange = None
+        self._broadcast_channel = None
         self._consumer_channels.clear()
         self._fail_pending(exceptions.ServiceUnavailable("broker connection lost before the reply came"))
         if conn is not None and not conn.is_closed:
@@ -328,16 +335,7 @@ class Transport:
         Raises ``ServiceUnavailable`` when no node takes it within ``reconnect_timeout``, and ``NotFound`` when
         nobody consumes ``routing_key`` (an unroutable mandatory message).
         """
-        message = aio_pika.Message(
-            body,
-            headers=headers,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
-            reply_to=reply_to,
-            correlation_id=correlation_id,
-            expiration=expiration,
-            message_id=uuid.uuid4().hex,
-        )
+        message = self._message(body, headers, persistent, reply_to, correlation_id, expiration)
         deadline = asyncio.get_running_loop().time() + self.conf.messaging.reconnect_timeout
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -380,6 +378,26 @@ class Transport:
             self._nacks = 0
             return
 
+    @staticmethod
+    def _message(
+        body: bytes,
+        headers: dict[str, Any],
+        persistent: bool,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        expiration: float | None = None,
+    ) -> aio_pika.Message:
+        return aio_pika.Message(
+            body,
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            expiration=expiration,
+            message_id=uuid.uuid4().hex,
+        )
+
     async def _on_nack(self, routing_key: str) -> None:
         # RabbitMQ 3.10: a channel whose first publish hit a quorum leader election may nack forever (see
         # shared/notes/RABBITMQ.md); a fresh channel cures it.
@@ -405,21 +423,36 @@ class Transport:
                 with contextlib.suppress(Exception):
                     await old.close()
 
+    async def broadcast(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
+        """Publish to every queue bound to the fanout ``exchange``, without a confirm: what goes out this way is
+        sent again periodically (capacity reports), so a message lost in a failover heals itself, and skipping the
+        confirm saves the broker and this process a frame per message. Raises ``ServiceUnavailable`` while no
+        broker node is attached."""
+        message = self._message(body, headers, persistent=False)
+        try:
+            if not self._connected.is_set() or self._broadcast_channel is None:
+                raise aio_pika.exceptions.ChannelInvalidStateError("not attached to a broker node")
+            target = self._fanouts.get(exchange)
+            if target is None:
+                target = await self._broadcast_channel.declare_exchange(
+                    exchange, aio_pika.ExchangeType.FANOUT, durable=True
+                )
+                self._fanouts[exchange] = target
+            await target.publish(message, "", mandatory=False)
+        except _TRANSIENT as e:
+            if self._connection is None or self._connection.is_closed:
+                self._lost.set()
+            raise exceptions.ServiceUnavailable(f"broadcast on {exchange!r} failed: {e}") from e
+
     async def _target_exchange(self, name: str) -> AbstractExchange:
         if name == EXCHANGE:
             if self._exchange is None:
                 raise aio_pika.exceptions.ChannelInvalidStateError("no publisher channel")
             return self._exchange
-        if name == "":
-            assert self._pub_channel is not None
-            return self._pub_channel.default_exchange
-        exchange = self._fanouts.get(name)
-        if exchange is None:
-            if self._pub_channel is None:
-                raise aio_pika.exceptions.ChannelInvalidStateError("no publisher channel")
-            exchange = await self._pub_channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
-            self._fanouts[name] = exchange
-        return exchange
+        if name != "":
+            raise ValueError(f"publish() takes the RPC exchange or the default one, not {name!r} (see broadcast())")
+        assert self._pub_channel is not None
+        return self._pub_channel.default_exchange
 
     # ----- calls ------------------------------------------------------------------------------------------------
 
