@@ -91,7 +91,10 @@ async def list_(
     name: str | None = None,
     limit: int | None = None,
     marker: str | None = None,
+    states: Sequence[tuple[str, str | None, Sequence[str]]] | None = None,
 ) -> list[asyncpg.Record]:
+    """Live instances, newest first. ``states``: (vm_state, task_state, excluded task states) alternatives, a
+    task_state of None meaning any but the excluded ones (``views.status_states`` makes them from statuses)."""
     where, args = ["deleted_at IS NULL"], []
     for col, val in (("project_id", project_id), ("host", host)):
         if val is not None:
@@ -100,6 +103,16 @@ async def list_(
     if name is not None:
         args.append(name)
         where.append(f"name ~ ${len(args)}")
+    if states is not None:
+        alternatives = []
+        for vm_state, task_state, excluded in states:
+            args += [vm_state, task_state] if task_state is not None else [vm_state, list(excluded)]
+            vm, task = f"${len(args) - 1}", f"${len(args)}"
+            alternatives.append(
+                f"(vm_state = {vm} AND task_state = {task})" if task_state is not None
+                else f"(vm_state = {vm} AND (task_state IS NULL OR task_state <> ALL({task}::text[])))"
+            )  # fmt: skip
+        where.append(f"({' OR '.join(alternatives) or 'false'})")
     if marker is not None:
         args.append(marker)
         where.append(f"(created_at, id) < (SELECT created_at, id FROM instances WHERE id = ${len(args)})")

@@ -33,7 +33,7 @@ from common.db import server_groups as server_groups_db
 from common.db.instances import TaskState, VmState
 from services.api.app import CONF, DB, RPC, ctx, paginate
 from services.api.compute import queries, schemas
-from services.api.compute.views import STATUS_TO_VM_STATES, server_status, server_summary, server_view
+from services.api.compute.views import server_summary, server_view, status_states
 from services.api.compute.wire import instance_to_wire
 from services.api.validation import json_body
 from services.compute.rpcapi import ComputeAPI
@@ -562,19 +562,13 @@ async def list_servers(request: web.Request) -> web.Response:
     filters = _list_filters(request, c)
     limit, marker = paginate(request.query)
     limit = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
-    statuses = {s.upper() for s in request.query.getall("status", [])}
+    statuses = request.query.getall("status", [])
+    states = status_states(statuses) if statuses else None
 
     async def work(conn: asyncpg.Connection) -> tuple:
         if marker is not None and await instances.get(conn, marker) is None:
             raise exceptions.BadRequest(f"marker [{marker}] not found")
-        if statuses:
-            if not statuses & STATUS_TO_VM_STATES.keys():
-                return [], None
-            # The status is a function of two columns: filter here, then cut the page.
-            rows = await instances.list_(conn, marker=marker, **filters)
-            rows = [r for r in rows if server_status(r["vm_state"], r["task_state"]) in statuses][:limit]
-        else:
-            rows = await instances.list_(conn, marker=marker, limit=limit, **filters)
+        rows = await instances.list_(conn, marker=marker, limit=limit, states=states, **filters)
         return rows, (await _details(conn, rows) if detail else None)
 
     try:

@@ -10,7 +10,6 @@ from typing import Any
 from common.db.instances import TaskState, VmState
 
 __all__ = [
-    "STATUS_TO_VM_STATES",
     "action_view",
     "addresses_view",
     "event_view",
@@ -22,6 +21,7 @@ __all__ = [
     "server_status",
     "server_summary",
     "server_view",
+    "status_states",
 ]
 
 # vm_state -> {task_state: status}; None is the default for that vm_state (Nova's _STATE_MAP, trimmed).
@@ -33,10 +33,18 @@ _STATUS: dict[str, dict[str | None, str]] = {
     VmState.DELETED: {None: "DELETED"},
 }
 
-# The vm_states a ``status`` list filter can match (the exact status is then checked per row).
-STATUS_TO_VM_STATES: dict[str, str] = {
-    status: vm for vm, by_task in _STATUS.items() for status in by_task.values()
-}  # fmt: skip
+
+def status_states(statuses: Iterable[str]) -> list[tuple[str, str | None, list[str]]]:
+    """The (vm_state, task_state) pairs a ``status`` list filter matches, as ``instances.list_`` takes them:
+    ``(vm_state, task_state, [])`` for a status tied to a task, ``(vm_state, None, excluded)`` for a vm_state's
+    default status (any task state but the ``excluded`` ones, which have statuses of their own)."""
+    wanted = {s.upper() for s in statuses}
+    return [
+        (vm, task, [] if task is not None else [t for t in by_task if t is not None])
+        for vm, by_task in _STATUS.items()
+        for task, status in by_task.items()
+        if status in wanted
+    ]
 
 
 def server_status(vm_state: str, task_state: str | None) -> str:
