@@ -265,7 +265,7 @@ compute_opts = [
     ),
     cfg.FloatOpt(
         "progress_interval",
-        default=2.0,
+        default=5.0,
         min=0.0,
         help="Seconds a build's step events may wait to be sent together with its next state change. A quick "
         "build sends all of them with its final report (one message); a slower one shows its steps after at "
