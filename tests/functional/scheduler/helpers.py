@@ -4,9 +4,13 @@ token, boots, waits, the cloud's own database for what the API does not show."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from common import config
@@ -16,6 +20,7 @@ from services.scheduler.rpcapi import ConductorAPI
 from tests.fixtures.cloud import Cloud, wait_status
 
 __all__ = [
+    "SMALL_HOST",
     "api",
     "assert_no_leaked_claims",
     "boot",
@@ -24,7 +29,26 @@ __all__ = [
     "host_of",
     "report_ghost",
     "settle",
+    "small_hosts_cloud",
 ]
+
+# Each simulated host: 2 vCPUs, 4 GiB, 50 GiB, nothing reserved, no over-commit, so a few flavors fill it.
+SMALL_HOST = {"vcpus": 2, "memory_mb": 4096, "local_gb": 50, "cpu_allocation_ratio": 1.0,
+              "ram_allocation_ratio": 1.0, "reserved_host_memory_mb": 0}  # fmt: skip
+
+
+@contextlib.contextmanager
+def small_hosts_cloud(postgres, rabbit, *, schedulers: int, scheduler: dict[str, Any]) -> Iterator[Cloud]:
+    """A started private cloud of three ``SMALL_HOST`` computes and ``schedulers`` schedulers configured with
+    ``scheduler`` (the ``[scheduler]`` options); stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="stratus-sched-") as tmp:
+        c = Cloud(Path(tmp), postgres, rabbit, compute_hosts=3, schedulers=schedulers,
+                  compute_overrides=SMALL_HOST, extra_config={"scheduler": scheduler})  # fmt: skip
+        c.start()
+        try:
+            yield c
+        finally:
+            c.stop()
 
 
 def api(cloud: Cloud, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cloud import Cloud
-from tests.functional.scheduler.helpers import api, boot, delete_all, fault, host_of, report_ghost, settle
+from tests.functional.scheduler.helpers import (
+    api,
+    boot,
+    delete_all,
+    fault,
+    host_of,
+    report_ghost,
+    settle,
+    small_hosts_cloud,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -22,18 +28,10 @@ DOWN_TIME = 6
 
 @pytest.fixture(scope="module")
 def cloud(postgres, rabbit):
-    with tempfile.TemporaryDirectory(prefix="stratus-sched-") as tmp:
-        c = Cloud(
-            Path(tmp), postgres, rabbit, compute_hosts=3, schedulers=2,
-            compute_overrides={"vcpus": 2, "memory_mb": 4096, "local_gb": 50, "cpu_allocation_ratio": 1.0,
-                               "ram_allocation_ratio": 1.0, "reserved_host_memory_mb": 0},
-            extra_config={"scheduler": {"service_down_time": DOWN_TIME, "host_subset_size": 1}},
-        )  # fmt: skip
-        c.start()
-        try:
-            yield c
-        finally:
-            c.stop()
+    with small_hosts_cloud(postgres, rabbit, schedulers=2, scheduler={
+        "service_down_time": DOWN_TIME, "host_subset_size": 1,
+    }) as c:  # fmt: skip
+        yield c
 
 
 def test_anti_affinity_batch_spreads_and_the_next_member_is_explained(cloud):

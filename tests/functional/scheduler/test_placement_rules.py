@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cloud import Cloud
 from tests.functional.scheduler.helpers import (
     api,
     assert_no_leaked_claims,
@@ -29,6 +26,7 @@ from tests.functional.scheduler.helpers import (
     host_of,
     report_ghost,
     settle,
+    small_hosts_cloud,
 )
 
 pytestmark = pytest.mark.functional
@@ -38,20 +36,11 @@ HOSTS = ["compute-0", "compute-1", "compute-2"]
 
 @pytest.fixture(scope="module")
 def cloud(postgres, rabbit):
-    with tempfile.TemporaryDirectory(prefix="stratus-rules-") as tmp:
-        c = Cloud(
-            Path(tmp), postgres, rabbit, compute_hosts=3, schedulers=1,
-            compute_overrides={"vcpus": 2, "memory_mb": 4096, "local_gb": 50, "cpu_allocation_ratio": 1.0,
-                               "ram_allocation_ratio": 1.0, "reserved_host_memory_mb": 0},
-            # The soft-group weighers run at their defaults: the tests show those make the policies hold.
-            extra_config={"scheduler": {"service_down_time": 60, "host_subset_size": 1,
-                                        "build_failure_threshold": 2}},
-        )  # fmt: skip
-        c.start()
-        try:
-            yield c
-        finally:
-            c.stop()
+    # The soft-group weighers run at their defaults: the tests show those make the policies hold.
+    with small_hosts_cloud(postgres, rabbit, schedulers=1, scheduler={
+        "service_down_time": 60, "host_subset_size": 1, "build_failure_threshold": 2,
+    }) as c:  # fmt: skip
+        yield c
 
 
 def compute_log_mentions(cloud, sid: str) -> int:
