@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -50,15 +49,29 @@ async def run(conf: cfg.ConfigOpts, name: str, setup: Setup, drain_timeout: floa
         LOG.info("%s stopping: no new messages; finishing in-flight work", name)
         await transport.remove_consumers(drain_timeout)
     finally:
-        for task in service.tasks:
-            task.cancel()
-        for task in service.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_all(service.tasks)
         await transport.close()
         for close in reversed(service.closers):
             await close()
     LOG.info("%s stopped", name)
+
+
+async def _cancel_all(tasks: list[asyncio.Task], rounds: int = 3, wait: float = 2.0) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again what is still running after ``wait`` seconds: Python
+    3.11's ``asyncio.wait_for`` (under aio-pika's confirmed publish) swallows a cancel that lands as its inner
+    future completes, and a periodic loop whose cancel was swallowed would hold the service up forever."""
+    pending = set(tasks)
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=wait)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                LOG.warning("task %s ended with %r", task.get_name(), task.exception())
+    if pending:
+        LOG.warning("tasks still running at exit: %s", ", ".join(sorted(t.get_name() for t in pending)))
 
 
 def main(name: str, setup: Setup) -> None:

@@ -1,0 +1,46 @@
+"""Service shutdown cancels its periodic tasks even when a cancel is swallowed (Python 3.11's ``wait_for`` can)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from common.service import _cancel_all
+
+
+async def swallows_first_cancel(seen: list[str]) -> None:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        seen.append("swallowed")  # as wait_for does when its inner future completes at the same moment
+    await asyncio.sleep(3600)
+
+
+async def ignores_cancel(release: asyncio.Event) -> None:
+    while not release.is_set():
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            pass
+
+
+async def test_a_swallowed_cancel_is_cancelled_again():
+    seen: list[str] = []
+    polite = asyncio.create_task(asyncio.sleep(3600), name="polite")
+    stubborn = asyncio.create_task(swallows_first_cancel(seen), name="stubborn")
+    await asyncio.sleep(0)
+    await _cancel_all([polite, stubborn], wait=0.05)
+    assert seen == ["swallowed"]
+    assert polite.cancelled() and stubborn.cancelled()
+
+
+async def test_a_task_that_never_stops_is_named_and_does_not_hold_shutdown(caplog):
+    release = asyncio.Event()
+    task = asyncio.create_task(ignores_cancel(release), name="report-h1")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="common.service"):
+        await asyncio.wait_for(_cancel_all([task], rounds=3, wait=0.05), 5)
+    assert not task.done()
+    assert "tasks still running at exit: report-h1" in caplog.text
+    release.set()
+    await task
