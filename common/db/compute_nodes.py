@@ -3,7 +3,6 @@ never both win the last slot on a host."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -204,9 +203,5 @@ async def upsert_services(
 async def upsert_service(
     conn: asyncpg.Connection, *, host: str, binary: str, topic: str | None, broker_node: str | None
 ) -> None:
-    await conn.execute(
-        'INSERT INTO services (id, host, "binary", topic, broker_node) VALUES ($1, $2, $3, $4, $5)'
-        ' ON CONFLICT (host, "binary") DO UPDATE SET last_seen_at = now(), updated_at = now(),'
-        " topic = EXCLUDED.topic, broker_node = EXCLUDED.broker_node",
-        str(uuid.uuid4()), host, binary, topic, broker_node,
-    )  # fmt: skip
+    """Mark one service alive (``upsert_services`` with one host)."""
+    await upsert_services(conn, binary, [(host, topic, broker_node)])
