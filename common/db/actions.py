@@ -89,7 +89,7 @@ def _merge(events: list[dict[str, Any]]) -> dict[tuple[str, str | None], _Merged
 async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str, events: list[dict[str, Any]]) -> None:
     """Record steps of the action of ``request_id`` on ``instance_id``: each event a dict with ``event``,
     ``result`` ('start', 'Success' or 'Error'), ``host``, and optional ``details`` and ``at`` (datetime or ISO
-    string; default now). A batch costs two statements whatever its size.
+    string; default now). A batch costs at most three statements whatever its size (two when its events are new).
 
     Order-independent, because casts from one sender may be applied concurrently: an event is keyed by
     (action, event, host); a 'start' arriving after its finish only fills in the start time, a finish
@@ -120,20 +120,19 @@ async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str
             [k[0] for k, _ in fresh], [k[1] for k, _ in fresh], [m.result for _, m in fresh],
             [m.details for _, m in fresh], [m.start or m.finish for _, m in fresh], [m.finish for _, m in fresh],
         )  # fmt: skip
-    for key, m in merged.items():
-        if key not in existing:
-            continue
-        if m.start is not None:
-            await conn.execute(
-                "UPDATE instance_action_events SET start_time = LEAST(start_time, $2) WHERE id = $1",
-                existing[key], m.start,
-            )  # fmt: skip
-        if m.finish is not None:
-            await conn.execute(
-                "UPDATE instance_action_events SET finish_time = $2, result = $3, details = COALESCE($4, details)"
-                " WHERE id = $1",
-                existing[key], m.finish, m.result, m.details,
-            )  # fmt: skip
+    stale = [(existing[key], m) for key, m in merged.items() if key in existing]
+    if stale:
+        # A start only moves the start time earlier; a finish sets the outcome (and its details, if it has some).
+        await conn.execute(
+            "UPDATE instance_action_events e SET start_time = LEAST(e.start_time, u.start),"
+            " finish_time = COALESCE(u.finish, e.finish_time),"
+            " result = CASE WHEN u.finish IS NULL THEN e.result ELSE u.result END,"
+            " details = CASE WHEN u.finish IS NULL THEN e.details ELSE COALESCE(u.details, e.details) END"
+            " FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])"
+            " AS u(id, start, finish, result, details) WHERE e.id = u.id",
+            [i for i, _ in stale], [m.start for _, m in stale], [m.finish for _, m in stale],
+            [m.result for _, m in stale], [m.details for _, m in stale],
+        )  # fmt: skip
 
 
 async def list_actions(conn: asyncpg.Connection, instance_id: str) -> list[asyncpg.Record]:
