@@ -222,6 +222,11 @@ class Transport:
     async def _setup(self) -> None:
         async with self._setup_lock:
             await self._open_publisher()
+            # Fanout data is periodic and self-healing (shared/notes/RABBITMQ.md), so it goes without confirms, on
+            # a channel of its own that lives as long as the connection (the confirmed one may be reopened).
+            assert self._connection is not None
+            self._broadcast_channel = await self._connection.channel(publisher_confirms=False)
+            self._fanouts = {}
             for spec in self._consumers:
                 await self._start_consumer(spec)
 
@@ -231,12 +236,6 @@ class Transport:
         self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
         del dlx
-        self._fanouts = {}
-        # Fanout data is periodic and self-healing (shared/notes/RABBITMQ.md), so it goes without confirms.
-        old, self._broadcast_channel = self._broadcast_channel, await self._connection.channel(publisher_confirms=False)
-        if old is not None and not old.is_closed:
-            with contextlib.suppress(Exception):
-                await old.close()
         # Direct reply-to: the consumer must live on the channel that publishes the requests.
         reply_queue = await channel.get_queue(REPLY_TO, ensure=False)
         await reply_queue.consume(self._on_reply, no_ack=True)
