@@ -15,7 +15,7 @@ from common.db.instances import TaskState, VmState
 from common.db.pool import Database
 from services.scheduler.rpcapi import SchedulerAPI
 
-__all__ = ["record_build_failure", "set_error"]
+__all__ = ["error_in", "record_build_failure", "set_error"]
 
 LOG = logging.getLogger(__name__)
 
@@ -24,17 +24,32 @@ async def set_error(
     db: Database, ctx: RequestContext, instance_id: str, message: str, *, code: int, host: str | None
 ) -> None:
     """Put an instance in ERROR with a fault its owner can read, and close its action."""
+    await db.run(lambda conn: error_in(conn, ctx, instance_id, message, code=code, host=host))
 
-    async def tx(conn: asyncpg.Connection) -> None:
-        updated = await instances.update(
-            conn, instance_id, {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0}
-        )
-        if updated is None:
-            return
-        await instances.add_fault(conn, instance_id, message, code=code, host=host, request_id=ctx.request_id)
-        await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
 
-    await db.run(tx)
+async def error_in(
+    conn: asyncpg.Connection,
+    ctx: RequestContext,
+    instance_id: str,
+    message: str,
+    *,
+    code: int,
+    host: str | None,
+    values: dict | None = None,
+    expected_vm_state: list[str] | None = None,
+    expected_task_state: list[str | None] | None = None,
+) -> bool:
+    """``set_error`` inside the caller's transaction, with more ``values`` to set and guards on the current
+    state; False (and nothing written) when the instance is gone or the guards refuse."""
+    updated = await instances.update(
+        conn, instance_id, {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, **(values or {})},
+        expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
+    )  # fmt: skip
+    if updated is None:
+        return False
+    await instances.add_fault(conn, instance_id, message, code=code, host=host, request_id=ctx.request_id)
+    await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
+    return True
 
 
 def describe_chain(failures: list[dict]) -> str:

@@ -22,13 +22,13 @@ from oslo_config import cfg
 
 from common import exceptions, objects
 from common.context import RequestContext
-from common.db import actions, aggregates, compute_nodes, instances, server_groups
+from common.db import aggregates, compute_nodes, instances, server_groups
 from common.db.instances import TaskState, VmState
 from common.db.pool import RETRYABLE, Database
 from common.rpc import server as rpc_server
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler import claims
-from services.scheduler.faults import record_build_failure, set_error
+from services.scheduler.faults import error_in, record_build_failure, set_error
 from services.scheduler.filters import load_filters, passing_hosts
 from services.scheduler.host_state import HostView
 from services.scheduler.rpcapi import SchedulerAPI
@@ -346,20 +346,17 @@ class SchedulerManager:
             for spec in specs:
                 iid = spec["instance_id"]
                 message = f"{head} {own.get(iid) or why}"
-                updated = await instances.update(
-                    conn, iid,
-                    {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, "host": None, "node": None},
+                failed = await error_in(
+                    conn, ctx, iid, message, code=500, host=None, values={"host": None, "node": None},
                     expected_vm_state=[VmState.BUILDING],
                     expected_task_state=[TaskState.SCHEDULING, TaskState.NETWORKING],
                 )  # fmt: skip
-                if updated is None:  # deleted, or moved on meanwhile: not this decision's to fail
+                if not failed:  # deleted, or moved on meanwhile: not this decision's to fail
                     continue
                 host = await compute_nodes.release(conn, iid)
                 if host is not None:
                     usage.append(await compute_nodes.get_usage(conn, host))
                 await self._record_event(conn, ctx, iid, "Error", message, started)
-                await instances.add_fault(conn, iid, message, code=500, host=None, request_id=ctx.request_id)
-                await actions.finish_action(conn, iid, ctx.request_id, "Error")
             return usage
 
         for row in await self.db.run(tx):
