@@ -1,10 +1,11 @@
-"""IP address management: subnet arithmetic (pure) and address allocation (one SQL statement per try).
+"""IP address management: subnet arithmetic (pure) and address allocation (two SQL statements per try).
 
-The arithmetic half (``plan_subnet``, ``check_requested_ip``, ``random_mac``,
-``bridge_name``) touches no database and is what the unit tests exercise. The allocation half
-(``allocate_ip``) takes no lock: the ``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double
-allocation impossible, and an allocator that loses a race simply moves on to its next candidate. Candidates (the
-lowest free addresses) come from one query per pool that PostgreSQL answers from the used rows alone.
+The arithmetic half (``plan_subnet``, ``check_requested_ip``, ``random_mac``, ``bridge_name``) touches no
+database and is what the unit tests exercise. The allocation half (``allocate_ip``) never waits on a lock: the
+``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double allocation impossible, candidates (the
+lowest free addresses) come from one query per pool that PostgreSQL answers from the used rows alone, and one
+insert takes the first candidate no concurrent transaction is inserting (a transaction-level advisory try-lock);
+an allocator that finds them all taken looks again, further.
 
 This module imports nothing from ``common.db`` so that ``common.db.networks`` (and ``stratus-manage bootstrap``)
 can build on it without a cycle.

@@ -24,8 +24,6 @@ LOG = logging.getLogger(__name__)
 
 
 async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service) -> None:
-    # Pooled connections never change session state here (every statement is self-contained; the report
-    # persister's lock lives on its own connection): no reset query per release, a round trip per decision.
     db = await Database.connect(conf)
     svc.on_close(db.close)
     client = transport.client()
