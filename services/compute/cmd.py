@@ -67,11 +67,7 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
             conf, host, driver, conductor, network, image_cache, broker_node=lambda: transport.broker_node
         )
         await transport.serve(topic_for(host), manager)
-
-        async def close(manager: ComputeManager = manager) -> None:
-            manager.close()
-
-        svc.on_close(close)
+        svc.on_close(manager.close)
         svc.spawn(report_periodically(manager, conf.compute.report_interval), f"capacity-{host}")
         LOG.info("serving %s (%s, domain type %s)", topic_for(host), conf.compute.connection_uri, driver.virt_type)
 

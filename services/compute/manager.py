@@ -440,7 +440,7 @@ class ComputeManager:
         except Exception as e:
             LOG.warning("capacity report of %s failed (the periodic one will follow): %s", self.host, e)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Drop a coalesced report still waiting (the service is stopping)."""
         if self._report_due is not None:
             self._report_due.cancel()

@@ -38,7 +38,7 @@ class BuildProgress:
         self._events: list[dict[str, Any]] = []
         self._update: tuple[dict[str, Any], list[str | None], dict[str, Any] | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()  # timed flushes in flight (the loop keeps weak refs)
         self._lock = asyncio.Lock()
 
     def event(self, event: str, result: str, details: str | None = None) -> None:
@@ -95,7 +95,9 @@ class BuildProgress:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._flushing = asyncio.get_running_loop().create_task(self._flush_quietly())
+        task = asyncio.get_running_loop().create_task(self._flush_quietly())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     async def _flush_quietly(self) -> None:
         try:

@@ -181,7 +181,7 @@ async def test_terminate_destroys_releases_and_reports_deleted(
 
     await manager.terminate_instance(ctx, instance=instance)  # again: still fine
     assert len(conductor.named("instance_deleted")) == 2
-    manager.close()
+    await manager.close()
 
 
 async def test_reports_after_a_burst_of_changes_are_coalesced(manager, conductor, image_file, ctx, conf):
