@@ -203,7 +203,7 @@ async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dis
 async def serve_fanout(transport: Transport, exchange_name: str, endpoint: object) -> Dispatcher:
     """Bind an exclusive, auto-delete queue of this process to the fanout exchange ``exchange_name``, consumed
     without acks: fanout data is periodic (``Transport.broadcast``), so a delivery lost with this process's
-    connection costs nothing, and an ack per capacity report was most of a scheduler's messaging CPU."""
+    connection costs nothing until the next one."""
     from common.rpc.transport import _ConsumerSpec
 
     dispatcher = Dispatcher(transport, endpoint, exchange_name, acks=False)

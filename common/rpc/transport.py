@@ -424,9 +424,8 @@ class Transport:
 
     async def broadcast(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
         """Publish to every queue bound to the fanout ``exchange``, without a confirm: what goes out this way is
-        sent again periodically (capacity reports), so a message lost in a failover heals itself, and skipping the
-        confirm saves the broker and this process a frame per message. Raises ``ServiceUnavailable`` while no
-        broker node is attached."""
+        sent again periodically (capacity reports), so a message lost in a failover heals itself. Raises
+        ``ServiceUnavailable`` at once while no broker node is attached (the next period tries again)."""
         message = self._message(body, headers, persistent=False)
         try:
             if not self._connected.is_set() or self._broadcast_channel is None:
