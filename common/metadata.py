@@ -86,7 +86,7 @@ def ec2_metadata(inst: Mapping[str, Any], docs: Mapping[str, Any]) -> dict[str, 
 
 
 def ports_from_allocation(ports: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The ``ports`` entries of the instance dict from ``allocate_for_instance``'s port dicts (one per address,
+    """The ``ports`` entries of the instance dict from its port dicts (``request_spec["ports"]``; one per address,
     addresses outside the subnet the port dict describes left out: their prefix is not known here)."""
     out = []
     for p in ports:

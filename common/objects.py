@@ -23,8 +23,9 @@ def instance_to_wire(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in dict(row).items()}
 
 
-def request_spec_from_instance(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What the scheduler needs to place ``row``; failed attempts so far exclude their hosts."""
+def request_spec_from_instance(row: Mapping[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the scheduler needs to place ``row`` again, with its ``ports`` (``networks.instance_ports``);
+    failed attempts so far exclude their hosts."""
     failures = list(row.get("build_failures") or [])
     return {
         "instance_id": row["id"],
@@ -32,6 +33,7 @@ def request_spec_from_instance(row: Mapping[str, Any]) -> dict[str, Any]:
         "flavor": row["flavor"],
         "image": row["image"],
         "networks": row["requested_networks"],
+        "ports": ports,
         "availability_zone": row.get("availability_zone"),
         "attempt": int(row.get("attempt") or 0) + 1,
         "excluded_hosts": sorted({f["host"] for f in failures if f.get("host")}),

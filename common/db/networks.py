@@ -23,6 +23,8 @@ from services.network import ipam
 __all__ = [
     "DEVICE_OWNER_COMPUTE",
     "NETWORK_OWNED_PREFIX",
+    "attach_instance_ports",
+    "bind_instance_ports",
     "create_network",
     "create_network_with_subnet",
     "create_port",
@@ -34,11 +36,14 @@ __all__ = [
     "get_network",
     "get_port",
     "get_subnet",
+    "instance_ports",
     "list_networks",
     "list_ports",
     "list_subnets",
     "network_visible",
+    "port_info",
     "ports_for_device",
+    "release_instance_ports",
     "subnet_ids_by_network",
     "subnets_of_network",
     "update_network",
@@ -704,3 +709,159 @@ async def _replace_fixed_ips(
 async def delete_port(conn: asyncpg.Connection, port_id: str) -> bool:
     """Delete a port and free its addresses (cascade); False if it did not exist."""
     return await conn.fetchval("DELETE FROM ports WHERE id = $1 RETURNING true", port_id) is not None
+
+
+# ----- an instance's ports -----------------------------------------------------------------------------------------
+
+
+def port_info(
+    port: Mapping[str, Any],
+    network: Mapping[str, Any],
+    fixed_ips: Sequence[Mapping[str, str]],
+    subnets: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The port dict a compute builds a guest's NIC from (``request_spec["ports"]``, docs/internals.md).
+
+    ``cidr`` and ``gateway_ip`` are those of the subnet of the port's first address (None without one).
+    """
+    first = subnets.get(fixed_ips[0]["subnet_id"]) if fixed_ips else None
+    gateway = first["gateway_ip"] if first is not None else None
+    return {
+        "id": port["id"],
+        "network_id": port["network_id"],
+        "mac_address": str(port["mac_address"]),
+        "fixed_ips": [{"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]} for f in fixed_ips],
+        "bridge": network["bridge"],
+        "mtu": network["mtu"],
+        "cidr": str(first["cidr"]) if first is not None else None,
+        "gateway_ip": str(gateway).split("/")[0] if gateway is not None else None,
+        # For the compute's config drive (common/metadata.py): the guest's name in DNS, as metadata serves it.
+        "dns_name": port.get("dns_name") or "",
+        "dns_domain": network.get("dns_domain") or "",
+    }
+
+
+def _in_request_order(ports: Sequence[Mapping[str, Any]], networks: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """An instance's ports in the order its request named them (NIC order matters to the guest).
+
+    A ``{"port"}`` entry takes that port; a ``{"uuid"}`` entry the oldest port made for it on that network.
+    Ports no entry claims (none, unless the request changed) follow in creation order.
+    """
+    remaining = list(ports)
+    ordered = []
+    for req in networks:
+        if not isinstance(req, Mapping):
+            continue
+        if req.get("port"):
+            match = next((p for p in remaining if p["id"] == req["port"]), None)
+        else:
+            match = next((p for p in remaining if p["network_id"] == req.get("uuid") and p["auto_delete"]), None)
+        if match is not None:
+            ordered.append(match)
+            remaining.remove(match)
+    return ordered + remaining
+
+
+async def _describe(conn: asyncpg.Connection, ports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if not ports:
+        return []
+    ips = await fixed_ips_for(conn, [p["id"] for p in ports])
+    nets = {
+        r["id"]: r
+        for r in await conn.fetch(
+            "SELECT * FROM networks WHERE id = ANY($1::text[])", list({p["network_id"] for p in ports})
+        )
+    }
+    subnet_ids = list({f["subnet_id"] for fl in ips.values() for f in fl})
+    subnets = {r["id"]: r for r in await conn.fetch("SELECT * FROM subnets WHERE id = ANY($1::text[])", subnet_ids)}
+    return [port_info(p, nets[p["network_id"]], ips[p["id"]], subnets) for p in ports]
+
+
+async def attach_instance_ports(
+    conn: asyncpg.Connection,
+    *,
+    instance_id: str,
+    project_id: str,
+    hostname: str,
+    networks: Sequence[Mapping[str, Any]],
+    base_mac: str,
+) -> list[dict[str, Any]]:
+    """Give a new instance one port per entry of ``networks``, in the caller's transaction; the port dicts
+    (``port_info``) in request order.
+
+    Entries are as the API resolved them (visible to the caller): ``{"uuid": network_id, "fixed_ip"?}`` makes
+    a port that ``release_instance_ports`` deletes; ``{"port": port_id}`` attaches the user's port, which
+    release only detaches. The ports stay unbound (no host) until the scheduler's claim binds them
+    (``bind_instance_ports``). Raises ``Conflict`` (the port went to another device meanwhile, address taken),
+    ``IpAddressExhausted``, ``BadRequest``, ``NotFound``; the caller's rollback leaves nothing behind.
+    """
+    attached = {
+        "device_id": instance_id,
+        "device_owner": DEVICE_OWNER_COMPUTE,
+        "binding_host": None,
+        "status": "DOWN",
+        "dns_name": hostname,
+    }
+    ports = []
+    for req in networks:
+        if req.get("port"):
+            port = await get_port(conn, req["port"], for_update=True)
+            if port is None:
+                raise exceptions.NotFound(f"Port {req['port']} could not be found.")
+            if port["device_id"] not in ("", instance_id):
+                raise exceptions.Conflict(
+                    f"Port {port['id']} is still in use by device {port['device_id']} ({port['device_owner']})."
+                )
+            port = await _update(conn, "ports", port["id"], attached, _PORT_UPDATABLE)
+        else:
+            fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
+            port = await create_port(
+                conn, network_id=req["uuid"], project_id=project_id, base_mac=base_mac, fixed_ips=fixed,
+                auto_delete=True, **attached,
+            )  # fmt: skip
+        ports.append(port)
+    return await _describe(conn, ports)
+
+
+BIND_INSTANCE_PORTS = (
+    "UPDATE ports SET binding_host = {host}, status = 'ACTIVE', updated_at = now(), "
+    "revision_number = revision_number + 1 "
+    f"WHERE device_id = {{instance}} AND device_owner = '{DEVICE_OWNER_COMPUTE}'"
+)
+"""``bind_instance_ports`` as SQL with ``{host}`` and ``{instance}`` to fill in (the scheduler's one-statement
+claim embeds it)."""
+
+
+async def bind_instance_ports(conn: asyncpg.Connection, instance_id: str, host: str) -> None:
+    """Bind the instance's ports to ``host`` (the host its claim is on): the compute's firewall sync reads them
+    by host. Every claim binds again, so a rescheduled build's ports follow it."""
+    await conn.execute(BIND_INSTANCE_PORTS.format(host="$2", instance="$1"), instance_id, host)
+
+
+async def instance_ports(
+    conn: asyncpg.Connection, instance_id: str, networks: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """The instance's port dicts (``port_info``), in the order of its requested ``networks``."""
+    return await _describe(conn, _in_request_order(await ports_for_device(conn, instance_id), networks))
+
+
+async def release_instance_ports(conn: asyncpg.Connection, instance_id: str) -> dict[str, list[str]]:
+    """Give back what an instance holds: delete the ports made for it, detach the user's ports it was given.
+
+    Idempotent (a second call finds nothing). Returns ``{"deleted": [...], "unbound": [...]}`` port ids.
+    """
+    deleted, unbound = [], []
+    for port in await conn.fetch("SELECT * FROM ports WHERE device_id = $1 FOR UPDATE", instance_id):
+        if port["auto_delete"]:
+            await delete_port(conn, port["id"])
+            deleted.append(port["id"])
+        else:
+            await _update(
+                conn,
+                "ports",
+                port["id"],
+                {"device_id": "", "device_owner": "", "binding_host": None, "status": "DOWN", "dns_name": ""},
+                _PORT_UPDATABLE,
+            )
+            unbound.append(port["id"])
+    return {"deleted": sorted(deleted), "unbound": sorted(unbound)}

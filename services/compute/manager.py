@@ -31,7 +31,7 @@ from services.compute.imagecache import ImageCache
 from services.compute.progress import BuildProgress
 from services.compute.resource_tracker import ResourceTracker
 from services.compute.virt import configdrive
-from services.compute.virt.driver import ComputeDriver, Guest, InstanceInfo, Vif
+from services.compute.virt.driver import ComputeDriver, Guest, InstanceInfo
 
 if TYPE_CHECKING:
     from services.network.rpcapi import NetworkAPI
@@ -117,12 +117,14 @@ class ComputeManager:
     async def build_and_run_instance(
         self, ctx: RequestContext, instance: dict[str, Any], request_spec: dict[str, Any], attempt: int = 1
     ) -> None:
-        """Cast. Allocate ports, cache the image, make the disk, define and start the guest, report it active.
+        """Cast. Filter the ports (``request_spec["ports"]``, bound here by the claim), cache the image, make
+        the disk, define and start the guest, report it active.
 
         Idempotent: when this host already has a domain for the instance (a redelivered message) nothing new
         is made; a running one is reported active again, guarded by ``expected_task_state``. On failure
-        everything this build made is removed (domain, disk, instance directory, ports) and
-        ``conductor.build_failed`` gets the step and a reason naming it and this host.
+        everything this build made on this host is removed (domain, disk, instance directory) and
+        ``conductor.build_failed`` gets the step and a reason naming it and this host; the ports stay with
+        the instance for its next attempt.
         """
         instance_id = instance["id"]
         async with self._instance_lock(instance_id):
@@ -189,22 +191,12 @@ class ComputeManager:
         attempt: int,
     ) -> None:
         instance_id = instance["id"]
-        ports_requested = False
         progress = BuildProgress(self.conductor, ctx, instance_id, self.host, self.conf.compute.progress_interval)
         progress.event(BUILD_EVENT, "start")
         try:
             async with self._build_step(progress, BuildStep.NETWORK):
-                ports_requested = True
-                ports = await self.network.allocate_for_instance(
-                    ctx,
-                    instance_id=instance_id,
-                    project_id=instance.get("project_id"),
-                    hostname=instance.get("hostname"),
-                    host=self.host,
-                    networks=request_spec.get("networks") or [],
-                )
-                guest = dataclasses.replace(guest, vifs=tuple(Vif.from_port(p) for p in ports))
-                # Anti-spoofing and security groups are in place before the guest sends its first frame.
+                # The ports were made with the instance and bound to this host by the claim (request_spec):
+                # anti-spoofing and security groups are in place before the guest sends its first frame.
                 await self.sync_firewall(ctx)
             # Guarded: casts may be applied out of order, and this one must never undo ACTIVE.
             progress.update({"task_state": TaskState.SPAWNING}, [TaskState.NETWORKING])
@@ -214,13 +206,13 @@ class ComputeManager:
                 await self.driver.create_disk(guest, image_path)
             if configdrive.required(instance, self.conf.compute.force_config_drive):
                 async with self._build_step(progress, BuildStep.CONFIG_DRIVE):
-                    files = configdrive.drive_files(instance, ports, self.conf.network.dns_domain)
+                    files = configdrive.drive_files(instance, request_spec["ports"], self.conf.network.dns_domain)
                     guest = dataclasses.replace(guest, config_drive=True)
                     await self.driver.create_config_drive(guest, files)
             async with self._build_step(progress, BuildStep.SPAWN):
                 await self.driver.spawn(guest)
         except _BuildStepFailed as failure:
-            await self._undo_build(ctx, instance_id, deallocate=ports_requested)
+            await self._undo_build(instance_id)
             await self._build_failed(ctx, instance_id, attempt, failure, progress.take_events())
             return
         LOG.info("instance %s: built and running on %s", instance_id, self.host)
@@ -252,9 +244,9 @@ class ComputeManager:
         )
 
     def _validate(self, instance: dict[str, Any], request_spec: dict[str, Any]) -> Guest:
-        """The guest this message asks for (ports come later); ``_BuildStepFailed`` when it is malformed."""
+        """The guest this message asks for, with its ports; ``_BuildStepFailed`` when it is malformed."""
         try:
-            return Guest.from_request(instance, request_spec, [])
+            return Guest.from_request(instance, request_spec, request_spec["ports"])
         except (KeyError, TypeError, ValueError) as e:
             reason = f"{BuildStep.VALIDATE} on host {self.host}: malformed request ({type(e).__name__}: {e})"
             raise _BuildStepFailed(BuildStep.VALIDATE, reason) from e
@@ -267,17 +259,14 @@ class ComputeManager:
             reason = f"{BuildStep.VALIDATE} on host {self.host}: cannot tell whether the guest exists ({e.message})"
             raise _BuildStepFailed(BuildStep.VALIDATE, reason) from e
 
-    async def _undo_build(self, ctx: RequestContext, instance_id: str, *, deallocate: bool) -> None:
-        """Remove what a failed build made. Never raises: the build's own failure is what gets reported."""
+    async def _undo_build(self, instance_id: str) -> None:
+        """Remove what a failed build made on this host (guest, disk, directory). Never raises: the build's own
+        failure is what gets reported. The ports stay: they belong to the instance until it is deleted, and a
+        reschedule binds them to the next host."""
         try:
             await self.driver.destroy(instance_id)
         except Exception:
             LOG.exception("instance %s: cleaning up the guest of a failed build failed", instance_id)
-        if deallocate:
-            try:
-                await self.network.deallocate_for_instance(ctx, instance_id=instance_id)
-            except Exception:
-                LOG.exception("instance %s: releasing the ports of a failed build failed", instance_id)
 
     # ----- terminate --------------------------------------------------------------------------------------------
 

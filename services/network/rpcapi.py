@@ -2,6 +2,7 @@
 
 The one place that knows this topic's name, its method names and their arguments; callers (computes) never
 build messages by hand. Both methods are calls: the caller needs the ports (or the certainty they are gone).
+An instance's ports are made by the API and bound by the scheduler's claim, not asked for here.
 """
 
 from __future__ import annotations
@@ -18,39 +19,12 @@ class NetworkAPI:
     TOPIC = "network"
     # Bump the minor version for a compatible addition (a new optional argument), the major one otherwise; the
     # envelope carries the wire version.
-    VERSION = "1.1"  # 1.1: get_host_ports
+    VERSION = "2.0"  # 1.1: get_host_ports; 2.0: allocate_for_instance gone (the API makes the ports)
 
     def __init__(self, client: RpcClient, timeout: float | None = None) -> None:
         """``timeout``: seconds each call waits for its reply (default ``[messaging] rpc_timeout``)."""
         self.client = client
         self.timeout = timeout
-
-    async def allocate_for_instance(
-        self,
-        ctx: RequestContext,
-        instance_id: str,
-        project_id: str,
-        hostname: str,
-        host: str,
-        networks: list[dict[str, Any]],
-    ) -> list[dict[str, Any]]:
-        """Ports for an instance, one per ``networks`` entry (``{"uuid": net_id}`` or ``{"port": port_id}``).
-
-        Returns ``[{"id", "network_id", "mac_address", "fixed_ips": [{"subnet_id", "ip_address"}], "bridge",
-        "mtu", "cidr", "gateway_ip"}]``. Idempotent: a repeated call returns the ports already made. Raises
-        ``NotFound``, ``Conflict``, ``IpAddressExhausted`` (409), ``BadRequest``, or ``RpcTimeout``.
-        """
-        return await self.client.call(
-            self.TOPIC,
-            "allocate_for_instance",
-            ctx,
-            timeout=self.timeout,
-            instance_id=instance_id,
-            project_id=project_id,
-            hostname=hostname,
-            host=host,
-            networks=networks,
-        )
 
     async def get_host_ports(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """The firewall view of every guest port bound to ``host``: ``[{"id", "network_id", "mac_address", "tap",

@@ -1,5 +1,5 @@
-"""The scheduler's claim: resources on the host, the allocation row, the instance moved on to its host and the
-scheduler's action event, in one conditional statement (one round trip inside a short transaction).
+"""The scheduler's claim: resources on the host, the allocation row, the instance moved on to its host, its
+ports bound to that host and the scheduler's action event, in one conditional statement (one round trip).
 
 The fit test and ratio overrides are those of ``common.db.compute_nodes.claim`` (same SQL fragments), so the
 in-memory filters, this statement and the plain claim agree. Claims for server-group members go through
@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from common.db.compute_nodes import _FITS, _RATIOS
+from common.db.networks import BIND_INSTANCE_PORTS
 
 __all__ = ["ClaimLost", "claim_and_assign", "prepare"]
 
@@ -61,6 +62,9 @@ moved AS (
            attempt = $6, updated_at = now()
     FROM node WHERE i.id = $5 AND i.task_state = 'scheduling' AND i.deleted_at IS NULL
     RETURNING i.*
+),
+bound AS (
+    {BIND_INSTANCE_PORTS.format(host="$1", instance="$5")} AND EXISTS (SELECT 1 FROM moved)
 ),
 ev AS (
     INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from oslo_config import cfg
@@ -11,6 +12,7 @@ from oslo_config import cfg
 from common import objects
 from common.context import RequestContext
 from common.db import actions, compute_nodes, instances
+from common.db import networks as networks_db
 from common.db.instances import TaskState, VmState
 from common.db.pool import Database
 from services.scheduler.rpcapi import SchedulerAPI
@@ -23,7 +25,7 @@ LOG = logging.getLogger(__name__)
 async def set_error(
     db: Database, ctx: RequestContext, instance_id: str, message: str, *, code: int, host: str | None
 ) -> None:
-    """Put an instance in ERROR with a fault its owner can read, and close its action."""
+    """Put a build in ERROR with a fault its owner can read, release its ports, and close its action."""
     await db.run(lambda conn: error_in(conn, ctx, instance_id, message, code=code, host=host))
 
 
@@ -40,13 +42,17 @@ async def error_in(
     expected_task_state: list[str | None] | None = None,
 ) -> bool:
     """``set_error`` inside the caller's transaction, with more ``values`` to set and guards on the current
-    state; False (and nothing written) when the instance is gone or the guards refuse."""
+    state; False (and nothing written) when the instance is gone or the guards refuse.
+
+    For a build that ended here: its ports (made with the instance) are released, as no guest will use them.
+    """
     updated = await instances.update(
         conn, instance_id, {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, **(values or {})},
         expected_vm_state=expected_vm_state, expected_task_state=expected_task_state,
     )  # fmt: skip
     if updated is None:
         return False
+    await networks_db.release_instance_ports(conn, instance_id)
     await instances.add_fault(conn, instance_id, message, code=code, host=host, request_id=ctx.request_id)
     await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
     return True
@@ -75,7 +81,7 @@ async def record_build_failure(
     """
     failure = {"host": host, "step": step, "reason": reason, "attempt": attempt, "at": datetime.now(UTC).isoformat()}
 
-    async def tx(conn: asyncpg.Connection) -> tuple[str, asyncpg.Record] | None:
+    async def tx(conn: asyncpg.Connection) -> tuple[str, dict[str, Any]] | None:
         row = await instances.get(conn, instance_id)
         if row is None:
             await compute_nodes.release(conn, instance_id)
@@ -90,26 +96,23 @@ async def record_build_failure(
                 instance_id,
                 {"host": None, "node": None, "task_state": TaskState.SCHEDULING, "build_failures": chain},
             )
-            return "reschedule", updated
+            if updated is None:  # deleted meanwhile
+                return None
+            ports = await networks_db.instance_ports(conn, instance_id, updated["requested_networks"])
+            return "reschedule", objects.request_spec_from_instance(updated, ports)
         message = f"Build failed after {attempt} attempt(s): {describe_chain(chain)}"
-        updated = await instances.update(
-            conn,
-            instance_id,
-            {"vm_state": VmState.ERROR, "task_state": None, "power_state": 0, "build_failures": chain},
-        )
-        await instances.add_fault(conn, instance_id, message, code=500, host=host, request_id=ctx.request_id)
-        await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
-        return "error", updated
+        await error_in(conn, ctx, instance_id, message, code=500, host=host, values={"build_failures": chain})
+        return "error", {"build_failures": chain}
 
     outcome = await db.run(tx)
     if outcome is None:
         return
-    what, row = outcome
+    what, found = outcome
     if what == "reschedule":
         LOG.info("instance %s: attempt %d on %s failed at %s; rescheduling", instance_id, attempt, host, step)
         try:
-            await scheduler.build_instances(ctx, objects.request_spec_from_instance(row))
+            await scheduler.build_instances(ctx, found)
         except Exception as e:  # the broker is gone too: say so on the instance rather than leave it in BUILD
             await set_error(db, ctx, instance_id, f"Could not reschedule after {reason}: {e}", code=500, host=host)
     else:
-        LOG.warning("instance %s: build failed for good: %s", instance_id, describe_chain(row["build_failures"]))
+        LOG.warning("instance %s: build failed for good: %s", instance_id, describe_chain(found["build_failures"]))

@@ -23,6 +23,7 @@ from oslo_config import cfg
 from common import exceptions, objects
 from common.context import RequestContext
 from common.db import aggregates, compute_nodes, instances, server_groups
+from common.db import networks as networks_db
 from common.db.instances import TaskState, VmState
 from common.db.pool import RETRYABLE, Database
 from common.rpc import server as rpc_server
@@ -463,6 +464,7 @@ class SchedulerManager:
                 )  # fmt: skip
                 if updated is None:  # deleted or moved on meanwhile: roll the claim back
                     raise claims.ClaimLost(None)
+                await networks_db.bind_instance_ports(conn, instance_id, host)
                 await self._record_event(conn, ctx, instance_id, "Success", f"chose host {host}{after}", started)
                 return True, node, updated
 

@@ -74,6 +74,53 @@ def test_boot_to_active_and_delete_releases_everything(cloud):
     assert_usage_matches_allocations(cloud)
 
 
+def test_ports_are_made_at_create_and_a_full_subnet_is_a_409_that_leaves_nothing(cloud):
+    """The API makes a server's ports in the transaction that creates it, and the claim binds them to the chosen
+    host: a subnet without a free address is a 409 at POST (a batch is all or nothing), never a server that
+    fails later, and a deleted server's address is free again."""
+    conn = cloud.sdk()
+    net = conn.network.create_network(name="fn-tiny")
+    subnet = conn.network.create_subnet(network_id=net.id, cidr="10.98.0.0/30", ip_version=4)  # one address
+    flavor = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
+    image = conn.image.find_image("tiny", ignore_missing=False)
+
+    def create(name, **extra):
+        body = {"server": {"name": name, "flavorRef": flavor.id, "imageRef": image.id,
+                           "networks": [{"uuid": net.id}], **extra}}  # fmt: skip
+        return _raw(cloud, "POST", "/compute/v2.1/servers", body)
+
+    def refused(name, **extra):
+        before = ({s.id for s in conn.compute.servers()}, len(cloud.query("SELECT id FROM instances")))
+        ports_before = len(list(conn.network.ports()))
+        status, reply, headers = create(name, **extra)
+        assert status == 409, reply
+        assert subnet.id in reply["conflictingRequest"]["message"], reply
+        assert headers["x-openstack-request-id"].startswith("req-")
+        after = ({s.id for s in conn.compute.servers()}, len(cloud.query("SELECT id FROM instances")))
+        assert after == before, "a server was created"
+        assert len(list(conn.network.ports())) == ports_before, "a port was left behind"
+
+    try:
+        refused("fn-tiny-pair", min_count=2, max_count=2)  # the first one's port is rolled back with the second
+        for _ in range(2):  # the second time on the address the deleted server gave back
+            status, reply, _ = create("fn-tiny-1")
+            assert status == 202, reply
+            server = wait_status(conn, reply["server"]["id"], {"ACTIVE", "ERROR"})
+            assert server.status == "ACTIVE", server.fault
+            [port] = conn.network.ports(device_id=server.id)
+            assert port.fixed_ips == [{"subnet_id": subnet.id, "ip_address": "10.98.0.2"}]
+            assert (port.binding_host_id, port.status) == (server.compute_host, "ACTIVE")
+            refused("fn-tiny-2")
+            conn.compute.delete_server(server.id)
+            conn.compute.wait_for_delete(server, wait=60)
+            assert list(conn.network.ports(device_id=server.id)) == []
+    finally:
+        for s in conn.compute.servers(name="fn-tiny"):
+            conn.compute.delete_server(s.id)
+            conn.compute.wait_for_delete(s, wait=60)
+        conn.network.delete_network(net.id)
+
+
 def test_list_show_and_power_operations(cloud):
     conn = cloud.sdk()
     server = wait_status(conn, _boot(conn, "fn-power").id, {"ACTIVE", "ERROR"})
@@ -108,7 +155,7 @@ def test_request_id_reaches_every_service_and_the_action_events(cloud):
     server_id = body["server"]["id"]
     assert wait_status(conn, server_id, {"ACTIVE", "ERROR"}).status == "ACTIVE"
     seen = cloud.grep_logs(request_id)
-    for service in ("api", "scheduler0", "network", "compute"):
+    for service in ("api", "scheduler0", "compute"):  # the ports were made by the API, bound by the claim
         assert seen[service] > 0, f"{request_id} missing from the {service} log: {seen}"
     status, body, _ = _raw(cloud, "GET", f"/compute/v2.1/servers/{server_id}/os-instance-actions/{request_id}")
     assert status == 200, body

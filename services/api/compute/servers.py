@@ -29,6 +29,7 @@ from common.db import actions, compute_nodes, instances
 from common.db import flavors as flavors_db
 from common.db import images as images_db
 from common.db import keypairs as keypairs_db
+from common.db import networks as networks_db
 from common.db import server_groups as server_groups_db
 from common.db.instances import TaskState, VmState
 from services.api.app import CONF, DB, RPC, ctx, paginate
@@ -37,7 +38,6 @@ from services.api.compute.views import server_summary, server_view, status_state
 from services.api.compute.wire import instance_to_wire
 from services.api.validation import json_body
 from services.compute.rpcapi import ComputeAPI
-from services.network.rpcapi import NetworkAPI
 from services.scheduler.rpcapi import SchedulerAPI
 
 __all__ = [
@@ -329,9 +329,10 @@ async def _check_hints(conn: asyncpg.Connection, c: RequestContext, hints: Mappi
                 raise exceptions.BadRequest(f"Invalid scheduler hint {key}: server {iid} not found.")
 
 
-def request_spec(row: Mapping[str, Any], min_count: int | None = None) -> dict[str, Any]:
-    """What the scheduler needs to place one instance (docs/internals.md); ``min_count`` for a multi-create
-    batch, all of whose specs carry it (the scheduler builds none of them unless that many can be placed)."""
+def request_spec(row: Mapping[str, Any], ports: list[dict[str, Any]], min_count: int | None = None) -> dict[str, Any]:
+    """What the scheduler needs to place one instance and the compute to build it (docs/internals.md):
+    ``ports`` are the port dicts made for it; ``min_count`` for a multi-create batch, all of whose specs carry
+    it (the scheduler builds none of them unless that many can be placed)."""
     spec = {
         "instance_id": row["id"],
         "project_id": row["project_id"],
@@ -339,6 +340,7 @@ def request_spec(row: Mapping[str, Any], min_count: int | None = None) -> dict[s
         "flavor": row["flavor"],
         "image": row["image"],
         "networks": row["requested_networks"],
+        "ports": ports,
         "availability_zone": row["availability_zone"],
         "scheduler_hints": row.get("scheduler_hints") or {},
         "attempt": 1,
@@ -354,15 +356,18 @@ def request_spec(row: Mapping[str, Any], min_count: int | None = None) -> dict[s
 
 
 async def create_server(request: web.Request) -> web.Response:
-    """POST /servers: 202 once the rows exist and the scheduler has each build request.
+    """POST /servers: 202 once the rows (instances, actions, their ports and addresses) exist and the scheduler
+    has each build request.
 
-    A cast the broker does not take leaves the server in ERROR with a fault saying so, never silently in BUILD.
+    The ports are made in the same transaction, so a full subnet or a port in use is a 409 here and nothing is
+    left behind. A cast the broker does not take leaves the server in ERROR with a fault saying so, never
+    silently in BUILD.
     """
     c = ctx(request)
     conf = request.app[CONF]
     boot = parse_boot_request(await json_body(request, schemas.SERVER_CREATE), conf.api.max_servers_per_request)
 
-    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    async def work(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, list[dict[str, Any]]]]:
         flavor = await _flavor(conn, c, boot.flavor_id)
         image = await _image(conn, c, boot.image_id, flavor)
         networks = await _networks(conn, c, boot.networks)
@@ -416,16 +421,21 @@ async def create_server(request: web.Request) -> web.Response:
                 project_id=c.project_id,
                 user_id=c.user_id,
             )
-            rows.append(row)
+            ports = await networks_db.attach_instance_ports(
+                conn, instance_id=iid, project_id=c.project_id, hostname=row["hostname"], networks=networks,
+                base_mac=conf.network.base_mac,
+            )  # fmt: skip
+            rows.append((row, ports))
         return rows
 
-    rows = await request.app[DB].run(work)
+    made = await request.app[DB].run(work)
+    rows = [row for row, _ in made]
     scheduler = SchedulerAPI(request.app[RPC])
-    if len(rows) == 1:
-        results = await asyncio.gather(scheduler.build_instances(c, request_spec(rows[0])), return_exceptions=True)
+    if len(made) == 1:
+        results = await asyncio.gather(scheduler.build_instances(c, request_spec(*made[0])), return_exceptions=True)
     else:  # a multi-create batch is placed together, by one scheduler, in launch order, all or none at min_count
         results = await asyncio.gather(
-            scheduler.build_instances_batch(c, [request_spec(r, boot.min_count) for r in rows]),
+            scheduler.build_instances_batch(c, [request_spec(r, p, boot.min_count) for r, p in made]),
             return_exceptions=True,
         )
         results = results * len(rows)
@@ -452,7 +462,8 @@ async def create_server(request: web.Request) -> web.Response:
 async def _fail_unscheduled(
     request: web.Request, c: RequestContext, failed: list[tuple[asyncpg.Record, BaseException]]
 ) -> None:
-    """The scheduler never got these build requests: ERROR them with the reason, so nobody waits on a BUILD."""
+    """The scheduler never got these build requests: ERROR them with the reason, so nobody waits on a BUILD, and
+    give back their ports."""
 
     async def work(conn: asyncpg.Connection) -> None:
         for row, err in failed:
@@ -467,6 +478,7 @@ async def _fail_unscheduled(
             )
             if updated is None:
                 continue
+            await networks_db.release_instance_ports(conn, row["id"])
             details = f"{type(err).__name__} casting build_instances to topic 'scheduler' (request {c.request_id})"
             await instances.add_fault(conn, row["id"], msg, code=503, details=details, request_id=c.request_id)
             await actions.add_event(
@@ -644,8 +656,10 @@ async def delete_server(request: web.Request) -> web.Response:
 
 
 async def _delete_locally(conn: asyncpg.Connection, c: RequestContext, row: Mapping[str, Any]) -> None:
+    """Delete a server no compute acts on: the row, its claim and its ports, in the caller's transaction."""
     await instances.mark_deleted(conn, row["id"])
     await compute_nodes.release(conn, row["id"])
+    await networks_db.release_instance_ports(conn, row["id"])
     await actions.finish_action(conn, row["id"], c.request_id, message="Success")
 
 
@@ -669,11 +683,6 @@ async def _cast_terminate(
         raise exceptions.ServiceUnavailable(
             f"Could not hand the delete of {row['id']} to compute host {host}: {e.message}. Retry later."
         ) from e
-    # The compute made ports on the network service; give them back before the row goes.
-    try:
-        await NetworkAPI(request.app[RPC]).deallocate_for_instance(c, row["id"])
-    except exceptions.StratusError as e:
-        LOG.warning("instance %s: ports not released (%s); they keep device_id %s", row["id"], e.message, row["id"])
 
     async def work(conn: asyncpg.Connection) -> None:
         await _delete_locally(conn, c, row)

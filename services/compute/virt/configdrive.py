@@ -37,7 +37,7 @@ def drive_files(
     instance: Mapping[str, Any], ports: Sequence[Mapping[str, Any]], default_domain: str
 ) -> dict[str, bytes]:
     """The files of the drive (path in the volume → content) for ``instance`` (the wire dict) and its ports
-    (``allocate_for_instance``'s dicts). Pure."""
+    (``request_spec["ports"]``). Pure."""
     first = ports[0] if ports else {}
     entries = ports_from_allocation(ports)
     inst = {

@@ -34,7 +34,7 @@ class Vif:
 
     @classmethod
     def from_port(cls, port: dict[str, Any]) -> Vif:
-        """From a port dict as ``network.allocate_for_instance`` returns it."""
+        """From a port dict (``request_spec["ports"]``, see ``common.db.networks.port_info``)."""
         return cls(port_id=port["id"], mac=port["mac_address"], bridge=port["bridge"], mtu=port.get("mtu"))
 
 

@@ -35,48 +35,37 @@ async def _wait_for_consumer(api: NetworkAPI, server: asyncio.Task, timeout: flo
             await asyncio.sleep(0.1)
 
 
-async def test_allocate_and_deallocate_over_rpc(net_dsn: str, rabbit_vhost, db: Database):
+async def test_host_ports_and_deallocate_over_rpc(net_dsn: str, rabbit_vhost, db: Database, net_conf):
+    """What a compute asks of the network service: the firewall view of its host's ports, and the release of
+    an instance's ports when it is deleted."""
     conf = make_conf(net_dsn, transport_url=rabbit_vhost.transport_url, host="net-1")
-    net, subnet = await db.run(
-        lambda conn: db_networks.create_network_with_subnet(conn, "proj", "private", "10.50.0.0/30", False)
+    net, _ = await db.run(
+        lambda conn: db_networks.create_network_with_subnet(conn, "proj", "private", "10.50.0.0/29", False)
     )
+
+    async def boot(conn):  # as the API's create and the scheduler's claim do it
+        ports = await db_networks.attach_instance_ports(
+            conn, instance_id="inst-1", project_id="proj", hostname="vm1", networks=[{"uuid": net["id"]}],
+            base_mac=net_conf.network.base_mac,
+        )  # fmt: skip
+        await db_networks.bind_instance_ports(conn, "inst-1", "host-a")
+        return ports
+
+    [port] = await db.run(boot)
     stop = asyncio.Event()
     server = asyncio.create_task(cmd.serve(conf, stop), name="network-service")
     transport = await Transport.connect(conf, service="test-compute")
     try:
         api = NetworkAPI(transport.client(), timeout=15)
         await _wait_for_consumer(api, server)
-        ports = await api.allocate_for_instance(
-            CTX, instance_id="inst-1", project_id="proj", hostname="vm1", host="host-a", networks=[{"uuid": net["id"]}]
-        )
-        assert ports == [
-            {
-                "id": ports[0]["id"],
-                "network_id": net["id"],
-                "mac_address": ports[0]["mac_address"],
-                "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "10.50.0.2"}],
-                "bridge": net["bridge"],
-                "mtu": 1500,
-                "cidr": "10.50.0.0/30",
-                "gateway_ip": "10.50.0.1",
-                "dns_name": "vm1",
-                "dns_domain": ports[0]["dns_domain"],
-            }
-        ]
-        # the /30 is full now: the typed error crosses the wire as itself, a 409 naming the subnet
-        with pytest.raises(exceptions.IpAddressExhausted, match=subnet["id"]) as e:
-            await api.allocate_for_instance(
-                CTX,
-                instance_id="inst-2",
-                project_id="proj",
-                hostname="vm2",
-                host="host-a",
-                networks=[{"uuid": net["id"]}],
-            )
-        assert e.value.code == 409
+        [view] = await api.get_host_ports(CTX, host="host-a")
+        assert (view["id"], view["mac_address"], view["ips"]) == (port["id"], port["mac_address"], ["10.50.0.2"])
+        assert view["tap"] == f"tap{port['id'][:11]}" and view["bridge"] == net["bridge"]
+        assert await api.get_host_ports(CTX, host="host-b") == []
         result = await api.deallocate_for_instance(CTX, instance_id="inst-1")
-        assert result == {"deleted": [ports[0]["id"]], "unbound": []}
+        assert result == {"deleted": [port["id"]], "unbound": []}
         assert await api.deallocate_for_instance(CTX, instance_id="inst-1") == {"deleted": [], "unbound": []}
+        assert await api.get_host_ports(CTX, host="host-a") == []
     finally:
         stop.set()
         await asyncio.wait_for(server, 30)

@@ -23,6 +23,12 @@ from tests.functional.scheduler.helpers import (
 
 pytestmark = pytest.mark.functional
 
+
+def port_hosts(cloud, instance_id: str) -> list[str | None]:
+    """The binding host of each port the instance holds."""
+    return [r["binding_host"] for r in cloud.query("SELECT binding_host FROM ports WHERE device_id = $1", instance_id)]
+
+
 DOWN_TIME = 6
 
 
@@ -48,6 +54,7 @@ def test_anti_affinity_batch_spreads_and_the_next_member_is_explained(cloud):
         assert sorted(api(cloud, "GET", f"/os-server-groups/{gid}")[1]["server_group"]["members"]) == sorted(ids)
         (extra,) = boot(cloud, "web-4", hints={"group": gid})
         settle(cloud, [extra], "ERROR")
+        assert port_hosts(cloud, extra) == [], "a build that ended in ERROR keeps no ports"
         message = fault(cloud, extra)
         assert "ServerGroupAntiAffinityFilter: 3 hosts already hold a member of group web (anti-affinity)" in message
         assert "server group web (anti-affinity)" in message
@@ -189,6 +196,7 @@ def test_failed_build_is_rescheduled_and_a_silent_host_drops_out(cloud):
         chain = cloud.query("SELECT build_failures FROM instances WHERE id = $1", s)[0]["build_failures"]
         chain = json.loads(chain) if isinstance(chain, str) else chain
         assert [f["host"] for f in chain] == ["ghost"] and "unreachable" in chain[0]["reason"]
+        assert port_hosts(cloud, s) == [host_of(cloud, s)], "the port made at create follows the build's host"
 
         report_ghost(cloud, availability_zone="ghost-az")
         time.sleep(1.5)
@@ -196,6 +204,7 @@ def test_failed_build_is_rescheduled_and_a_silent_host_drops_out(cloud):
         settle(cloud, [lost], "ERROR")
         message = fault(cloud, lost)
         assert "attempt 1 on ghost failed at cast" in message, message
+        assert port_hosts(cloud, lost) == []
 
         time.sleep(DOWN_TIME + 1)
         (gone,) = boot(cloud, "gone", az="ghost-az")

@@ -124,8 +124,9 @@ def test_request_spec_carries_what_the_scheduler_needs():
            "image": {"id": IMG, "location": "file:///x", "checksum": "c", "disk_format": "qcow2", "size": 1,
                      "properties": {}},
            "requested_networks": [{"uuid": "n1"}]}  # fmt: skip
-    spec = request_spec(row)
+    ports = [{"id": "port-1", "network_id": "n1", "mac_address": "fa:16:3e:00:00:01", "bridge": "brqn1"}]
+    spec = request_spec(row, ports)
     assert spec["instance_id"] == "i1"
-    assert spec["networks"] == [{"uuid": "n1"}]
+    assert spec["networks"] == [{"uuid": "n1"}] and spec["ports"] == ports
     assert (spec["attempt"], spec["excluded_hosts"], spec["failures"]) == (1, [], [])
     assert spec["flavor"]["ram_mb"] == 128 and spec["image"]["location"] == "file:///x"

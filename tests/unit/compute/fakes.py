@@ -67,32 +67,12 @@ class FakeConductor:
 
 @dataclass
 class FakeNetwork:
-    """Stands in for ``NetworkAPI``: one port per requested network, on bridge ``brq<net id[:11]>``."""
+    """Stands in for ``NetworkAPI``: records each call; nothing to release, no firewall view."""
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    mac: str | None = None  # force this MAC on every port (e.g. an invalid one)
 
     def named(self, method: str) -> list[dict[str, Any]]:
         return [kw for m, kw in self.calls if m == method]
-
-    async def allocate_for_instance(self, ctx: RequestContext, **kw: Any) -> list[dict[str, Any]]:
-        self.calls.append(("allocate_for_instance", kw))
-        ports = []
-        for i, net in enumerate(kw["networks"]):
-            net_id = net.get("uuid") or str(uuid.uuid4())
-            ports.append(
-                {
-                    "id": str(uuid.uuid4()),
-                    "network_id": net_id,
-                    "mac_address": self.mac or f"fa:16:3e:00:00:{i:02x}",
-                    "fixed_ips": [{"subnet_id": "s", "ip_address": f"10.0.0.{10 + i}"}],
-                    "bridge": f"brq{net_id[:11]}",
-                    "mtu": 1450,
-                    "cidr": "10.0.0.0/24",
-                    "gateway_ip": "10.0.0.1",
-                }
-            )
-        return ports
 
     async def deallocate_for_instance(self, ctx: RequestContext, **kw: Any) -> dict[str, list[str]]:
         self.calls.append(("deallocate_for_instance", kw))
@@ -104,11 +84,36 @@ class FakeNetwork:
         return []
 
 
-def build_request(image: dict[str, Any], *, vcpus: int = 1, ram_mb: int = 128, disk_gb: int = 1, nets: int = 1):
-    """(instance, request_spec) as the scheduler casts them."""
+def build_request(
+    image: dict[str, Any],
+    *,
+    vcpus: int = 1,
+    ram_mb: int = 128,
+    disk_gb: int = 1,
+    nets: int = 1,
+    mac: str | None = None,
+    bridge: str | None = None,
+):
+    """(instance, request_spec) as the scheduler casts them: one port per network (as the API made them), on
+    bridge ``bridge`` or ``brq<net id[:11]>``, with MAC ``mac`` (e.g. an invalid one) or a valid one."""
     instance_id = str(uuid.uuid4())
     flavor = {"id": "f1", "name": "m1.tiny", "vcpus": vcpus, "ram_mb": ram_mb, "disk_gb": disk_gb, "extra_specs": {}}
     networks = [{"uuid": str(uuid.uuid4())} for _ in range(nets)]
+    ports = [
+        {
+            "id": str(uuid.uuid4()),
+            "network_id": net["uuid"],
+            "mac_address": mac or f"fa:16:3e:00:00:{i:02x}",
+            "fixed_ips": [{"subnet_id": "s", "ip_address": f"10.0.0.{10 + i}"}],
+            "bridge": bridge or f"brq{net['uuid'][:11]}",
+            "mtu": 1450,
+            "cidr": "10.0.0.0/24",
+            "gateway_ip": "10.0.0.1",
+            "dns_name": "vm-1",
+            "dns_domain": "",
+        }
+        for i, net in enumerate(networks)
+    ]
     instance = {
         "id": instance_id,
         "project_id": "p1",
@@ -126,6 +131,7 @@ def build_request(image: dict[str, Any], *, vcpus: int = 1, ram_mb: int = 128, d
         "flavor": flavor,
         "image": image,
         "networks": networks,
+        "ports": ports,
         "attempt": 1,
         "excluded_hosts": [],
         "failures": [],

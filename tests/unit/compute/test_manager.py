@@ -42,9 +42,11 @@ async def test_build_success_reports_every_step_and_goes_active(manager, conduct
         (BUILD_EVENT, "Success"),
     ]  # fmt: skip
     assert all(e["host"] == HOST for e in all_events(conductor))
-    [alloc] = network.named("allocate_for_instance")
-    assert alloc["instance_id"] == instance["id"] and alloc["host"] == HOST
-    assert alloc["networks"] == spec["networks"]
+    # The ports came with the request (the API made them, the claim bound them): no call to the network
+    # service, which is only asked for firewall views, and test:/// has no firewall.
+    assert network.calls == []
+    xml = driver._conn.lookupByUUIDString(instance["id"]).XMLDesc(0)
+    assert all(p["mac_address"] in xml and p["bridge"] in xml for p in spec["ports"])
     # A quick build is one cast to the conductor: its final update carries every step (BuildProgress).
     assert [name for name, _ in conductor.calls if name != "report_capacity"] == ["instance_update"]
     updates = conductor.named("instance_update")
@@ -86,21 +88,22 @@ async def test_image_checksum_mismatch_fails_the_build_and_cleans_up(
     assert failed["reason"].startswith(f"image on host {HOST}: image {spec['image']['id']} from file://")
     assert "sha256 mismatch" in failed["reason"]
     assert events(conductor)[-1] == ("Error", failed["reason"])
-    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert network.calls == []  # the ports stay with the instance for its next attempt
     assert await driver.get_info(instance["id"]) is None
     assert not any(u["values"].get("vm_state") == VmState.ACTIVE for u in conductor.named("instance_update"))
 
 
-async def test_spawn_failure_removes_the_domain_and_ports(manager, conductor, network, driver, image_file, ctx):
-    network.mac = "not-a-mac"  # libvirt refuses the domain XML
-    instance, spec = build_request(image_file.image())
+async def test_spawn_failure_removes_the_domain_and_keeps_the_ports(
+    manager, conductor, network, driver, image_file, ctx
+):
+    instance, spec = build_request(image_file.image(), mac="not-a-mac")  # libvirt refuses the domain XML
     await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
 
     [failed] = conductor.named("build_failed")
     assert failed["step"] == "spawn"
     assert failed["reason"].startswith(f"spawn on host {HOST}: libvirt error: ")
     assert "not-a-mac" in failed["reason"]
-    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert network.calls == []
     assert await driver.list_instances() == []
 
 
@@ -117,17 +120,14 @@ async def test_failure_after_define_undefines_the_domain(manager, conductor, dri
     assert await driver.get_info(instance["id"]) is None  # defined, then removed by the cleanup
 
 
-async def test_network_failure_releases_whatever_was_allocated(manager, conductor, network, driver, image_file, ctx):
-    async def broken(ctx, **kw):
-        raise NotFound(f"network {kw['networks'][0]['uuid']} not found")
-
-    network.allocate_for_instance = broken
+async def test_a_port_without_a_bridge_fails_validation(manager, conductor, network, driver, image_file, ctx):
     instance, spec = build_request(image_file.image())
+    del spec["ports"][0]["bridge"]
     await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
     [failed] = conductor.named("build_failed")
-    assert failed["step"] == "network"
-    assert failed["reason"] == f"network on host {HOST}: network {spec['networks'][0]['uuid']} not found"
-    assert network.named("deallocate_for_instance") == [{"instance_id": instance["id"]}]
+    assert failed["step"] == "validate"
+    assert failed["reason"] == f"validate on host {HOST}: malformed request (KeyError: 'bridge')"
+    assert await driver.list_instances() == [] and network.calls == []
 
 
 async def test_malformed_request_fails_validation_without_touching_anything(manager, conductor, network, ctx):
@@ -145,7 +145,7 @@ async def test_redelivered_build_is_a_no_op(manager, conductor, network, driver,
     conductor.calls.clear()
     await manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1)
 
-    assert len(network.named("allocate_for_instance")) == 1
+    assert network.calls == []
     assert len(await driver.list_instances()) == 1
     assert conductor.named("action_event") == []
     [update] = conductor.named("instance_update")
@@ -158,7 +158,6 @@ async def test_concurrent_duplicate_builds_make_one_guest(manager, network, driv
     await asyncio.gather(
         *(manager.build_and_run_instance(ctx, instance=instance, request_spec=spec, attempt=1) for _ in range(3))
     )
-    assert len(network.named("allocate_for_instance")) == 1
     assert len(await driver.list_instances()) == 1
 
 
