@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from common import exceptions
+from common import exceptions, objects
 from common.context import RequestContext
 from common.db import actions, compute_nodes, instances
 from common.db import flavors as flavors_db
@@ -50,7 +50,6 @@ __all__ = [
     "image_snapshot",
     "list_servers",
     "parse_boot_request",
-    "request_spec",
     "sanitize_hostname",
     "show_server",
     "update_server",
@@ -329,29 +328,6 @@ async def _check_hints(conn: asyncpg.Connection, c: RequestContext, hints: Mappi
                 raise exceptions.BadRequest(f"Invalid scheduler hint {key}: server {iid} not found.")
 
 
-def request_spec(row: Mapping[str, Any], ports: list[dict[str, Any]], min_count: int | None = None) -> dict[str, Any]:
-    """What the scheduler needs to place one instance and the compute to build it (docs/internals.md):
-    ``ports`` are the port dicts made for it; ``min_count`` for a multi-create batch, all of whose specs carry
-    it (the scheduler builds none of them unless that many can be placed)."""
-    spec = {
-        "instance_id": row["id"],
-        "project_id": row["project_id"],
-        "user_id": row["user_id"],
-        "flavor": row["flavor"],
-        "image": row["image"],
-        "networks": row["requested_networks"],
-        "ports": ports,
-        "availability_zone": row["availability_zone"],
-        "scheduler_hints": row.get("scheduler_hints") or {},
-        "attempt": 1,
-        "excluded_hosts": [],
-        "failures": [],
-    }
-    if min_count is not None:
-        spec["min_count"] = min_count
-    return spec
-
-
 # ----- handlers -----------------------------------------------------------------------------------------------
 
 
@@ -432,10 +408,14 @@ async def create_server(request: web.Request) -> web.Response:
     rows = [row for row, _ in made]
     scheduler = SchedulerAPI(request.app[RPC])
     if len(made) == 1:
-        results = await asyncio.gather(scheduler.build_instances(c, request_spec(*made[0])), return_exceptions=True)
+        results = await asyncio.gather(
+            scheduler.build_instances(c, objects.request_spec_from_instance(*made[0])), return_exceptions=True
+        )
     else:  # a multi-create batch is placed together, by one scheduler, in launch order, all or none at min_count
         results = await asyncio.gather(
-            scheduler.build_instances_batch(c, [request_spec(r, p, boot.min_count) for r, p in made]),
+            scheduler.build_instances_batch(
+                c, [objects.request_spec_from_instance(r, p, boot.min_count) for r, p in made]
+            ),
             return_exceptions=True,
         )
         results = results * len(rows)

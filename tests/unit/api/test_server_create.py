@@ -3,8 +3,9 @@
 import pytest
 
 from common import exceptions
+from common.objects import request_spec_from_instance
 from services.api.compute import schemas
-from services.api.compute.servers import parse_boot_request, request_spec, sanitize_hostname
+from services.api.compute.servers import parse_boot_request, sanitize_hostname
 from services.api.validation import validate
 
 IMG = "0b2c1b6e-4bb1-4c69-bd0d-7f2a3e9a3c11"
@@ -125,7 +126,7 @@ def test_request_spec_carries_what_the_scheduler_needs():
                      "properties": {}},
            "requested_networks": [{"uuid": "n1"}]}  # fmt: skip
     ports = [{"id": "port-1", "network_id": "n1", "mac_address": "fa:16:3e:00:00:01", "bridge": "brqn1"}]
-    spec = request_spec(row, ports)
+    spec = request_spec_from_instance(row, ports)
     assert spec["instance_id"] == "i1"
     assert spec["networks"] == [{"uuid": "n1"}] and spec["ports"] == ports
     assert (spec["attempt"], spec["excluded_hosts"], spec["failures"]) == (1, [], [])
