@@ -288,8 +288,6 @@ async def _networks(
             port = await queries.get_port(conn, net["port"])
             if port is None or (project is not None and port["project_id"] != project):
                 raise exceptions.BadRequest(f"Port {net['port']} could not be found.")
-            if port["device_id"]:
-                raise exceptions.Conflict(f"Port {net['port']} is still in use by {port['device_id']}.")
             out.append({"port": port["id"], "uuid": port["network_id"]})
             continue
         network = await queries.visible_network(conn, net["uuid"], project)
