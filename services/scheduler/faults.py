@@ -40,9 +40,10 @@ async def error_in(
     values: dict | None = None,
     expected_vm_state: list[str] | None = None,
     expected_task_state: list[str | None] | None = None,
+    details: str = "",
 ) -> bool:
-    """``set_error`` inside the caller's transaction, with more ``values`` to set and guards on the current
-    state; False (and nothing written) when the instance is gone or the guards refuse.
+    """``set_error`` inside the caller's transaction, with more ``values`` to set, guards on the current state
+    and the fault's ``details``; False (and nothing written) when the instance is gone or the guards refuse.
 
     For a build that ended here: its ports (made with the instance) are released, as no guest will use them.
     """
@@ -53,7 +54,9 @@ async def error_in(
     if updated is None:
         return False
     await networks_db.release_instance_ports(conn, instance_id)
-    await instances.add_fault(conn, instance_id, message, code=code, host=host, request_id=ctx.request_id)
+    await instances.add_fault(
+        conn, instance_id, message, code=code, host=host, details=details, request_id=ctx.request_id
+    )
     await actions.finish_action(conn, instance_id, ctx.request_id, "Error")
     return True
 
@@ -81,7 +84,8 @@ async def record_build_failure(
     """
     failure = {"host": host, "step": step, "reason": reason, "attempt": attempt, "at": datetime.now(UTC).isoformat()}
 
-    async def tx(conn: asyncpg.Connection) -> tuple[str, dict[str, Any]] | None:
+    async def tx(conn: asyncpg.Connection) -> dict[str, Any] | list[dict] | None:
+        """The spec to reschedule with, the cause chain of a build that ended in ERROR, or None (moved on)."""
         row = await instances.get(conn, instance_id)
         if row is None:
             await compute_nodes.release(conn, instance_id)
@@ -99,20 +103,19 @@ async def record_build_failure(
             if updated is None:  # deleted meanwhile
                 return None
             ports = await networks_db.instance_ports(conn, instance_id, updated["requested_networks"])
-            return "reschedule", objects.request_spec_from_instance(updated, ports)
+            return objects.request_spec_from_instance(updated, ports)
         message = f"Build failed after {attempt} attempt(s): {describe_chain(chain)}"
         await error_in(conn, ctx, instance_id, message, code=500, host=host, values={"build_failures": chain})
-        return "error", {"build_failures": chain}
+        return chain
 
     outcome = await db.run(tx)
     if outcome is None:
         return
-    what, found = outcome
-    if what == "reschedule":
+    if isinstance(outcome, dict):
         LOG.info("instance %s: attempt %d on %s failed at %s; rescheduling", instance_id, attempt, host, step)
         try:
-            await scheduler.build_instances(ctx, found)
+            await scheduler.build_instances(ctx, outcome)
         except Exception as e:  # the broker is gone too: say so on the instance rather than leave it in BUILD
             await set_error(db, ctx, instance_id, f"Could not reschedule after {reason}: {e}", code=500, host=host)
     else:
-        LOG.warning("instance %s: build failed for good: %s", instance_id, describe_chain(found["build_failures"]))
+        LOG.warning("instance %s: build failed for good: %s", instance_id, describe_chain(outcome))

@@ -38,6 +38,7 @@ from services.api.compute.views import server_summary, server_view, status_state
 from services.api.compute.wire import instance_to_wire
 from services.api.validation import json_body
 from services.compute.rpcapi import ComputeAPI
+from services.scheduler.faults import error_in
 from services.scheduler.rpcapi import SchedulerAPI
 
 __all__ = [
@@ -440,35 +441,24 @@ async def create_server(request: web.Request) -> web.Response:
 async def _fail_unscheduled(
     request: web.Request, c: RequestContext, failed: list[tuple[asyncpg.Record, BaseException]]
 ) -> None:
-    """The scheduler never got these build requests: ERROR them with the reason, so nobody waits on a BUILD, and
-    give back their ports."""
+    """The scheduler never got these build requests: ERROR them with the reason (``error_in``: fault, ports
+    released, action closed), so nobody waits on a BUILD."""
 
     async def work(conn: asyncpg.Connection) -> None:
         for row, err in failed:
             reason = getattr(err, "message", None) or str(err) or type(err).__name__
             msg = f"The build request could not be handed to a scheduler: {reason}"
             LOG.error("instance %s: %s", row["id"], msg)
-            updated = await instances.update(
-                conn,
-                row["id"],
-                {"vm_state": VmState.ERROR, "task_state": None},
-                expected_task_state=[TaskState.SCHEDULING],
-            )
-            if updated is None:
-                continue
-            await networks_db.release_instance_ports(conn, row["id"])
             details = f"{type(err).__name__} casting build_instances to topic 'scheduler' (request {c.request_id})"
-            await instances.add_fault(conn, row["id"], msg, code=503, details=details, request_id=c.request_id)
-            await actions.add_event(
-                conn,
-                instance_id=row["id"],
-                request_id=c.request_id,
-                event="api_schedule_instance",
-                result="Error",
-                host=None,
-                details=msg,
-            )
-            await actions.finish_action(conn, row["id"], c.request_id, message="Error")
+            failed_here = await error_in(
+                conn, c, row["id"], msg, code=503, host=None, details=details,
+                expected_task_state=[TaskState.SCHEDULING],
+            )  # fmt: skip
+            if failed_here:
+                await actions.add_event(
+                    conn, instance_id=row["id"], request_id=c.request_id, event="api_schedule_instance",
+                    result="Error", host=None, details=msg,
+                )  # fmt: skip
 
     try:
         await request.app[DB].run(work)

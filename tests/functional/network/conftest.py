@@ -3,6 +3,7 @@ config and ``Database``, and the API application on an in-process test server.""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -67,15 +68,17 @@ async def db(net_conf) -> AsyncIterator[Database]:
 
 
 class Api:
-    """An HTTP client on the API app with tokens for an admin and two ordinary projects."""
+    """An HTTP client on the API app with tokens for an admin and two ordinary projects; paths are under
+    ``prefix``."""
 
-    def __init__(self, client: TestClient, tokens: dict[str, str]) -> None:
+    def __init__(self, client: TestClient, tokens: dict[str, str], prefix: str = "/network/v2.0") -> None:
         self.client = client
         self.tokens = tokens
+        self.prefix = prefix
 
     async def request(self, method: str, path: str, who: str = "alice", **kw: Any) -> tuple[int, Any]:
         headers = {"X-Auth-Token": self.tokens[who]} if who else {}
-        resp = await self.client.request(method, f"/network/v2.0{path}", headers=headers, **kw)
+        resp = await self.client.request(method, f"{self.prefix}{path}", headers=headers, **kw)
         body = await resp.json() if resp.content_type == "application/json" else await resp.text()
         return resp.status, body
 
@@ -101,12 +104,13 @@ class _NoTransport:
         return None
 
 
-@pytest_asyncio.fixture
-async def api(net_conf, db: Database) -> AsyncIterator[Api]:
-    """The real application (``create_app``) with every route and the shared middleware, in process."""
+@contextlib.asynccontextmanager
+async def serve_api(conf, db: Database, transport: Any) -> AsyncIterator[Api]:
+    """The real application (``create_app``) with every route and the shared middleware, in process, on
+    ``transport``; tokens for an admin and two ordinary projects."""
     from services.api.app import SIGNER, create_app
 
-    app = create_app(net_conf, db, _NoTransport())  # type: ignore[arg-type]
+    app = create_app(conf, db, transport)
     signer = app[SIGNER]
     tokens = {}
     for who, project, roles in (
@@ -123,3 +127,10 @@ async def api(net_conf, db: Database) -> AsyncIterator[Api]:
         yield Api(client, tokens)
     finally:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def api(net_conf, db: Database) -> AsyncIterator[Api]:
+    """``serve_api`` without a broker: the Network API never sends RPC."""
+    async with serve_api(net_conf, db, _NoTransport()) as a:
+        yield a
