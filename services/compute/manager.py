@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -191,7 +191,9 @@ class ComputeManager:
         attempt: int,
     ) -> None:
         instance_id = instance["id"]
-        progress = BuildProgress(self.conductor, ctx, instance_id, self.host, self.conf.compute.progress_interval)
+        progress = BuildProgress(
+            self.conductor, ctx, instance_id, self.host, self.conf.compute.progress_interval, self._spawn
+        )
         progress.event(BUILD_EVENT, "start")
         try:
             async with self._build_step(progress, BuildStep.NETWORK):
@@ -417,11 +419,16 @@ class ComputeManager:
 
         def due() -> None:
             self._report_due = None
-            task = loop.create_task(self._report_now(RequestContext.admin()))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._report_now(RequestContext.admin()))
 
         self._report_due = loop.call_later(wait, due)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, referenced until it ends (the loop holds tasks weakly); ``close``
+        cancels what is still running."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _report_now(self, ctx: RequestContext) -> None:
         try:
@@ -430,7 +437,8 @@ class ComputeManager:
             LOG.warning("capacity report of %s failed (the periodic one will follow): %s", self.host, e)
 
     async def close(self) -> None:
-        """Drop a coalesced report still waiting (the service is stopping)."""
+        """Drop a coalesced report still waiting and background work still running (timed build-progress
+        flushes, delayed reports): the service is stopping."""
         if self._report_due is not None:
             self._report_due.cancel()
             self._report_due = None

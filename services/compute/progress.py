@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from common.context import RequestContext
@@ -28,8 +29,16 @@ class BuildProgress:
     """Events and the pending state change of one instance's operation; ``finish()`` or ``flush()`` sends them."""
 
     def __init__(
-        self, conductor: ConductorAPI, ctx: RequestContext, instance_id: str, host: str, interval: float
+        self,
+        conductor: ConductorAPI,
+        ctx: RequestContext,
+        instance_id: str,
+        host: str,
+        interval: float,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
+        """``spawn`` runs a timed flush in the background (the owner keeps it referenced and cancels it when it
+        closes)."""
         self.conductor = conductor
         self.ctx = ctx
         self.instance_id = instance_id
@@ -38,7 +47,7 @@ class BuildProgress:
         self._events: list[dict[str, Any]] = []
         self._update: tuple[dict[str, Any], list[str | None], dict[str, Any] | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._flushing: set[asyncio.Task[None]] = set()  # timed flushes in flight (the loop keeps weak refs)
+        self._spawn = spawn
         self._lock = asyncio.Lock()
 
     def event(self, event: str, result: str, details: str | None = None) -> None:
@@ -95,9 +104,7 @@ class BuildProgress:
 
     def _on_timer(self) -> None:
         self._timer = None
-        task = asyncio.get_running_loop().create_task(self._flush_quietly())
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        self._spawn(self._flush_quietly())
 
     async def _flush_quietly(self) -> None:
         try:
