@@ -177,10 +177,14 @@ async def run(
     async def on_build(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal lost, first_at, last_at
         now = time.time()
-        req = envelope.decode_request(message.body, message.headers)
-        sched = req.args["request_spec"].get("scheduling") or {}
-        latencies.append(now - sched.get("consumed_at", now))
-        lost += sched.get("lost_races", 0)
+        if envelope.is_batch(message.headers):  # casts to one host that went out together
+            reqs = [envelope.request_from(d, h) for d, h in envelope.decode_batch(message.body)]
+        else:
+            reqs = [envelope.decode_request(message.body, message.headers)]
+        for req in reqs:
+            sched = req.args["request_spec"].get("scheduling") or {}
+            latencies.append(now - sched.get("consumed_at", now))
+            lost += sched.get("lost_races", 0)
         last_at = time.perf_counter()
         first_at = first_at or last_at
         if len(latencies) >= requests:

@@ -94,6 +94,14 @@ messaging_opts = [
         default=60.0,
         help="Seconds a publish waits for a broker connection during a failover before it fails.",
     ),
+    cfg.FloatOpt(
+        "broadcast_batch_window",
+        default=0.05,
+        min=0.0,
+        help="Seconds a fanout message (a capacity report) waits for others to the same exchange, to go out "
+        "together as one message; 0 sends each at once. Reports are periodic, so a short wait costs nothing, "
+        "and a process simulating many hosts sends hundreds a second.",
+    ),
 ]
 
 api_opts = [

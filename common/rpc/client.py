@@ -18,13 +18,14 @@ class RpcClient:
         self.transport = transport
 
     async def cast(self, topic: str, method: str, ctx: RequestContext, **kwargs: Any) -> None:
-        """Fire and forget, durably: returns once the broker confirmed the persistent message.
+        """Fire and forget, durably: returns once the broker confirmed the persistent message (which may carry
+        other casts to ``topic`` too: ``Transport.cast``).
 
         Raises ``NotFound`` if no queue is bound for ``topic`` and ``ServiceUnavailable`` if no broker node
         takes it in time.
         """
         body, headers = envelope.encode_request(method, kwargs, ctx, self.transport.sender)
-        await self.transport.publish(body, headers, topic)
+        await self.transport.cast(topic, body, headers)
 
     async def call(
         self, topic: str, method: str, ctx: RequestContext, timeout: float | None = None, **kwargs: Any

@@ -1,4 +1,9 @@
-"""The wire format: JSON bodies ``{method, args, version}``, context in headers, typed error replies."""
+"""The wire format: JSON bodies ``{method, args, version}``, context in headers, typed error replies.
+
+A *batch* carries several casts to one topic in one message (``Transport.cast`` coalesces them): header
+``batch`` = the count, body ``{"batch": [{"request": <a single body>, "headers": <its headers>}, ...]}``, so
+each cast keeps its own context, sender and timestamp, and a consumer handles each as if it came alone.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,19 @@ from typing import Any
 from common import exceptions
 from common.context import RequestContext
 
-__all__ = ["VERSION", "Request", "decode_reply", "decode_request", "encode_error", "encode_request", "encode_result"]
+__all__ = [
+    "VERSION",
+    "Request",
+    "decode_batch",
+    "decode_reply",
+    "decode_request",
+    "encode_batch",
+    "encode_error",
+    "encode_request",
+    "encode_result",
+    "is_batch",
+    "request_from",
+]
 
 VERSION = "1.0"
 _CTX_KEYS = ("request_id", "user_id", "project_id", "user_name", "project_name")
@@ -50,6 +67,11 @@ def decode_request(body: bytes, headers: dict[str, Any] | None) -> Request:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedMessage(f"body is not JSON: {e}") from e
+    return request_from(data, headers)
+
+
+def request_from(data: Any, headers: dict[str, Any] | None) -> Request:
+    """The request in a decoded body ``data`` with its ``headers``; ``MalformedMessage`` when it is not one."""
     if not isinstance(data, dict) or not isinstance(data.get("method"), str) or not isinstance(data.get("args"), dict):
         raise MalformedMessage("body must be an object with a string 'method' and an object 'args'")
     h = {k: _header_str(v) for k, v in (headers or {}).items()}
@@ -64,6 +86,29 @@ def decode_request(body: bytes, headers: dict[str, Any] | None) -> Request:
         sender=h.get("sender"),
         sent_at=float(sent_at) if sent_at else None,
     )
+
+
+def encode_batch(parts: list[tuple[bytes, dict[str, Any]]], sender: str) -> tuple[bytes, dict[str, Any]]:
+    """One message carrying the encoded requests ``parts`` (``encode_request``'s results, in order)."""
+    items = b",".join(b'{"request":' + body + b',"headers":' + json.dumps(h).encode() + b"}" for body, h in parts)
+    return b'{"batch":[' + items + b"]}", {"batch": len(parts), "sender": sender, "sent_at": f"{time.time():.6f}"}
+
+
+def is_batch(headers: dict[str, Any] | None) -> bool:
+    return bool(headers) and "batch" in headers  # type: ignore[operator]
+
+
+def decode_batch(body: bytes) -> list[tuple[Any, dict[str, Any]]]:
+    """The (decoded body, headers) of each request in a batch, for ``request_from``; ``MalformedMessage`` when
+    the batch itself cannot be read (a malformed item is found by ``request_from``, item by item)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedMessage(f"batch body is not JSON: {e}") from e
+    items = data.get("batch") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise MalformedMessage("batch body must be an object with a list of objects 'batch'")
+    return [(i.get("request"), i.get("headers") if isinstance(i.get("headers"), dict) else {}) for i in items]
 
 
 def encode_result(result: Any) -> bytes:

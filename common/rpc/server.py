@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import inspect
+import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -30,6 +33,7 @@ LOG = logging.getLogger(__name__)
 # acked and lost. The quorum queue's delivery limit still dead-letters a message that keeps failing.
 TRANSIENT = (exceptions.ServiceUnavailable, asyncpg.PostgresConnectionError, *DB_RETRYABLE)
 REQUEUE_DELAY = 1.0
+_FANOUT_PREFETCH = 256
 _REDELIVERED: contextvars.ContextVar[bool] = contextvars.ContextVar("rpc_redelivered", default=False)
 
 
@@ -65,15 +69,26 @@ def work_queue_arguments(topic: str, delivery_limit: int) -> dict[str, Any]:
     }
 
 
+class _Outcome(enum.Enum):
+    DONE = "done"  # settle it (ack) and send the reply, if one is wanted
+    REQUEUE = "requeue"  # met an outage: back to its queue to run again
+    DEAD_LETTER = "dead-letter"  # the message is at fault: to the dead-letter queue
+
+
 class Dispatcher:
     """Runs one message against ``endpoint``. Public async methods are the callable surface."""
 
-    def __init__(self, transport: Transport, endpoint: object, label: str, *, acks: bool = True) -> None:
+    def __init__(
+        self, transport: Transport, endpoint: object, label: str, *, acks: bool = True, slots: int = 32
+    ) -> None:
+        """``slots``: how many requests of batch messages run at once (a consumer's prefetch bounds messages,
+        this bounds what they carry)."""
         self.transport = transport
         self.endpoint = endpoint
         self.label = label
         self.acks = acks  # False: deliveries come unacked (no_ack) and are never settled here
         self.inflight: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(slots)
 
     def _method(self, name: str) -> Any:
         if name.startswith("_"):
@@ -95,19 +110,27 @@ class Dispatcher:
             self.inflight.add(task)
         _REDELIVERED.set(bool(message.redelivered))  # this callback task's own context
         try:
-            await self._handle(message)
+            if envelope.is_batch(message.headers):
+                await self._handle_batch(message)
+            else:
+                await self._handle(message)
         except _CHANNEL_GONE as e:
             LOG.info("%s: could not settle message %s (%s); it comes again", self.label, message.message_id, e)
         finally:
             if task is not None:
                 self.inflight.discard(task)
 
+    def _request(self, decode: Callable[[], envelope.Request]) -> tuple[envelope.Request, Any]:
+        """The request ``decode`` reads and the endpoint method for it; ``MalformedMessage`` when there is none."""
+        req = decode()
+        fn = self._method(req.method)
+        if fn is None:
+            raise envelope.MalformedMessage(f"{self.label} has no method {req.method!r}")
+        return req, fn
+
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            req = envelope.decode_request(message.body, message.headers)
-            fn = self._method(req.method)
-            if fn is None:
-                raise envelope.MalformedMessage(f"{self.label} has no method {req.method!r}")
+            req, fn = self._request(lambda: envelope.decode_request(message.body, message.headers))
         except envelope.MalformedMessage as e:
             LOG.error("dead-lettering message %s on %s: %s", message.message_id, self.label, e)
             if message.reply_to:
@@ -115,51 +138,99 @@ class Dispatcher:
             if self.acks:
                 await message.reject(requeue=False)
             return
+        outcome, reply = await self._invoke(fn, req, replying=message.reply_to is not None)
+        if outcome is _Outcome.REQUEUE:
+            await asyncio.sleep(REQUEUE_DELAY)
+            await message.nack(requeue=True)
+            return
+        if outcome is _Outcome.DEAD_LETTER:
+            if self.acks:
+                await message.reject(requeue=False)
+            return
+        # Ack first, then answer: a reply can kill our connection (RabbitMQ 3.10 closes it with INTERNAL_ERROR
+        # when the caller's node is gone), and an unacked request would then come back, fail the same way
+        # and end in the dead-letter queue. A caller that misses its reply fails or times out on its own.
+        if self.acks:
+            await message.ack()
+        if message.reply_to and reply is not None:
+            await self._reply(message, reply)
+
+    async def _handle_batch(self, message: AbstractIncomingMessage) -> None:
+        """A batch of casts (``envelope.encode_batch``): each runs as if it came alone, at most ``slots`` at once.
+        A malformed one goes to the dead-letter queue by itself; when one meets an outage the whole batch comes
+        again (the others are idempotent and find their work done)."""
+        try:
+            items = envelope.decode_batch(message.body)
+        except envelope.MalformedMessage as e:
+            LOG.error("dead-lettering batch %s on %s: %s", message.message_id, self.label, e)
+            if self.acks:
+                await message.reject(requeue=False)
+            return
+        outcomes = await asyncio.gather(*(self._batch_item(message, data, headers) for data, headers in items))
+        if _Outcome.REQUEUE in outcomes:
+            await asyncio.sleep(REQUEUE_DELAY)
+            await message.nack(requeue=True)
+        elif self.acks:
+            await message.ack()
+
+    async def _batch_item(self, message: AbstractIncomingMessage, data: Any, headers: dict[str, Any]) -> _Outcome:
+        try:
+            req, fn = self._request(lambda: envelope.request_from(data, headers))
+        except envelope.MalformedMessage as e:
+            LOG.error("dead-lettering a request of batch %s on %s: %s", message.message_id, self.label, e)
+            return await self._dead_letter(data, headers)
+        async with self._slots:
+            outcome, _ = await self._invoke(fn, req, replying=False)
+        if outcome is _Outcome.DEAD_LETTER:
+            return await self._dead_letter(data, headers)
+        return outcome
+
+    async def _dead_letter(self, data: Any, headers: dict[str, Any]) -> _Outcome:
+        """Put one request of a batch into this topic's dead-letter queue as a message of its own."""
+        if not self.acks:
+            return _Outcome.DONE  # fanout data: dropped, the next report heals it
+        try:
+            body = json.dumps(data, default=str).encode()
+            await self.transport.publish(body, headers, dlq_name(self.label), exchange="")
+        except exceptions.StratusError as e:
+            LOG.warning("%s: could not dead-letter a request (%s); the batch comes again", self.label, e)
+            return _Outcome.REQUEUE
+        return _Outcome.DONE
+
+    async def _invoke(self, fn: Any, req: envelope.Request, *, replying: bool) -> tuple[_Outcome, bytes | None]:
+        """Run the handler; what to do with its message, and the reply to send when one is wanted."""
         token = req.ctx.bind()
         started = time.monotonic()
         try:
-            try:
-                result = await fn(req.ctx, **req.args)
-                reply = envelope.encode_result(result)
-            except TRANSIENT as e:
-                if message.reply_to:
-                    # The caller sees ServiceUnavailable (retryable), not a database driver's class name.
-                    LOG.warning("%s.%s failed: %s", self.label, req.method, e)
-                    if not isinstance(e, exceptions.StratusError):
-                        e = exceptions.ServiceUnavailable(f"{self.label}.{req.method}: {type(e).__name__}: {e}")
-                    reply = envelope.encode_error(e)
-                elif not self.acks:
-                    LOG.warning("%s.%s met an outage (%s); dropped (the next one heals it)", self.label, req.method, e)
-                    return
-                else:
-                    LOG.warning("%s.%s met an outage (%s); requeueing it", self.label, req.method, e)
-                    await asyncio.sleep(REQUEUE_DELAY)
-                    await message.nack(requeue=True)
-                    return
-            except TypeError as e:
-                # Wrong arguments for the method: the message is at fault, not the service.
-                if message.reply_to is None and "argument" in str(e):
-                    LOG.error("dead-lettering %s.%s: %s", self.label, req.method, e)
-                    if self.acks:
-                        await message.reject(requeue=False)
-                    return
-                LOG.exception("%s.%s failed", self.label, req.method)
-                reply = envelope.encode_error(e)
-            except exceptions.StratusError as e:
-                LOG.warning("%s.%s failed: %s", self.label, req.method, e.message)
-                reply = envelope.encode_error(e)
-            except Exception as e:
-                LOG.exception("%s.%s failed", self.label, req.method)
-                reply = envelope.encode_error(e)
-            # Ack first, then answer: a reply can kill our connection (RabbitMQ 3.10 closes it with INTERNAL_ERROR
-            # when the caller's node is gone), and an unacked request would then come back, fail the same way
-            # and end in the dead-letter queue. A caller that misses its reply fails or times out on its own.
-            if self.acks:
-                await message.ack()
-            if message.reply_to:
-                await self._reply(message, reply)
-            LOG.debug("%s.%s done in %.1f ms", self.label, req.method, (time.monotonic() - started) * 1000)
+            result = await fn(req.ctx, **req.args)
+            return _Outcome.DONE, envelope.encode_result(result)
+        except TRANSIENT as e:
+            if replying:
+                # The caller sees ServiceUnavailable (retryable), not a database driver's class name.
+                LOG.warning("%s.%s failed: %s", self.label, req.method, e)
+                if not isinstance(e, exceptions.StratusError):
+                    e = exceptions.ServiceUnavailable(f"{self.label}.{req.method}: {type(e).__name__}: {e}")
+                return _Outcome.DONE, envelope.encode_error(e)
+            if not self.acks:
+                LOG.warning("%s.%s met an outage (%s); dropped (the next one heals it)", self.label, req.method, e)
+                return _Outcome.DONE, None
+            LOG.warning("%s.%s met an outage (%s); requeueing it", self.label, req.method, e)
+            return _Outcome.REQUEUE, None
+        except TypeError as e:
+            # Wrong arguments for the method: the message is at fault, not the service.
+            if not replying and "argument" in str(e):
+                LOG.error("dead-lettering %s.%s: %s", self.label, req.method, e)
+                return _Outcome.DEAD_LETTER, None
+            LOG.exception("%s.%s failed", self.label, req.method)
+            return _Outcome.DONE, envelope.encode_error(e)
+        except exceptions.StratusError as e:
+            LOG.warning("%s.%s failed: %s", self.label, req.method, e.message)
+            return _Outcome.DONE, envelope.encode_error(e)
+        except Exception as e:
+            LOG.exception("%s.%s failed", self.label, req.method)
+            return _Outcome.DONE, envelope.encode_error(e)
         finally:
+            LOG.debug("%s.%s done in %.1f ms", self.label, req.method, (time.monotonic() - started) * 1000)
             token.var.reset(token)
 
     async def _reply(self, message: AbstractIncomingMessage, body: bytes) -> None:
@@ -182,8 +253,8 @@ async def serve_topic(transport: Transport, topic: str, endpoint: object) -> Dis
     """Consume the quorum work queue ``topic`` (competing consumers) with a dead-letter queue beside it."""
     from common.rpc.transport import DLX, EXCHANGE, _ConsumerSpec
 
-    dispatcher = Dispatcher(transport, endpoint, topic)
     msg = transport.conf.messaging
+    dispatcher = Dispatcher(transport, endpoint, topic, slots=msg.prefetch_count)
 
     async def setup(channel: AbstractChannel) -> tuple[AbstractQueue, str]:
         exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
@@ -206,7 +277,7 @@ async def serve_fanout(transport: Transport, exchange_name: str, endpoint: objec
     connection costs nothing until the next one."""
     from common.rpc.transport import _ConsumerSpec
 
-    dispatcher = Dispatcher(transport, endpoint, exchange_name, acks=False)
+    dispatcher = Dispatcher(transport, endpoint, exchange_name, acks=False, slots=_FANOUT_PREFETCH)
 
     async def setup(channel: AbstractChannel) -> tuple[AbstractQueue, str]:
         exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.FANOUT, durable=True)
@@ -214,5 +285,5 @@ async def serve_fanout(transport: Transport, exchange_name: str, endpoint: objec
         await queue.bind(exchange)
         return queue, await queue.consume(dispatcher.on_message, no_ack=True)
 
-    await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, 256, dispatcher))
+    await transport.add_consumer(_ConsumerSpec(f"fanout:{exchange_name}", setup, _FANOUT_PREFETCH, dispatcher))
     return dispatcher

@@ -43,6 +43,7 @@ LOG = logging.getLogger(__name__)
 EXCHANGE = "stratus"
 DLX = "stratus.dlx"
 REPLY_TO = "amq.rabbitmq.reply-to"
+_BATCH_MAX = 100  # requests in one coalesced message
 
 # Failures of a publish that a new connection (or channel) can cure.
 _TRANSIENT = (
@@ -83,6 +84,16 @@ def node_name(url: str) -> str:
     return f"{u.host}:{u.port}"
 
 
+def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for fut in futures:
+        if fut.done():
+            continue  # its caller was cancelled
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
 class _NoNodeReachable(Exception):
     pass
 
@@ -121,6 +132,10 @@ class Transport:
         self._preferred: asyncio.Task | None = None
         self._nacks = 0
         self._setup_lock = asyncio.Lock()
+        # Coalescing (cast() and broadcast()): what waits to go out per routing key / fanout exchange, and the
+        # task sending it.
+        self._outbox: dict[tuple[str, str], list[tuple[bytes, dict[str, Any], asyncio.Future[None]]]] = {}
+        self._senders: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------------------------
 
@@ -144,9 +159,9 @@ class Transport:
         return self
 
     async def close(self) -> None:
-        """Stop consuming, close the connection, fail pending calls. Idempotent."""
+        """Stop consuming, close the connection, fail pending calls and casts not yet sent. Idempotent."""
         self._closing = True
-        for task in (self._preferred, self._supervisor):
+        for task in (self._preferred, self._supervisor, *self._senders.values()):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -422,10 +437,99 @@ class Transport:
                 with contextlib.suppress(Exception):
                     await old.close()
 
+    async def cast(self, routing_key: str, body: bytes, headers: dict[str, Any]) -> None:
+        """``publish`` a cast (an encoded request), coalesced: casts to one routing key that are issued while an
+        earlier publish to it waits for its confirm go out together, as one batch message
+        (``envelope.encode_batch``), when that confirm is in. One cast alone is sent as it is, at once; under
+        load a confirm's round trip gathers the casts behind it, so the broker stores, delivers and
+        acknowledges one message where it had several. Returns (or raises ``publish``'s error) when the
+        message carrying this cast is confirmed."""
+        await self._enqueue(("cast", routing_key), body, headers, self._send_casts)
+
     async def broadcast(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
         """Publish to every queue bound to the fanout ``exchange``, without a confirm: what goes out this way is
         sent again periodically (capacity reports), so a message lost in a failover heals itself. Raises
-        ``ServiceUnavailable`` at once while no broker node is attached (the next period tries again)."""
+        ``ServiceUnavailable`` at once while no broker node is attached (the next period tries again).
+
+        Coalesced: broadcasts to one exchange within ``[messaging] broadcast_batch_window`` go out as one batch
+        message (a process simulating many hosts sends hundreds of reports a second); returns when it went."""
+        if not self._connected.is_set():
+            raise exceptions.ServiceUnavailable(f"broadcast on {exchange!r} failed: not attached to a broker node")
+        if self.conf.messaging.broadcast_batch_window <= 0:
+            await self._broadcast_now(body, headers, exchange)
+            return
+        await self._enqueue(("fanout", exchange), body, headers, self._send_broadcasts)
+
+    async def _enqueue(
+        self,
+        key: tuple[str, str],
+        body: bytes,
+        headers: dict[str, Any],
+        sender: Callable[[tuple[str, str], list], Awaitable[None]],
+    ) -> None:
+        if self._closing:
+            raise exceptions.ServiceUnavailable("transport closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._outbox.setdefault(key, [])
+        queue.append((body, headers, fut))
+        if key not in self._senders:
+            self._senders[key] = asyncio.create_task(self._drain(key, queue, sender), name=f"rpc-send-{key[1]}")
+        await fut
+
+    async def _drain(
+        self,
+        key: tuple[str, str],
+        queue: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]],
+        send: Callable[[tuple[str, str], list], Awaitable[None]],
+    ) -> None:
+        """Send ``queue`` (what ``_enqueue`` put under ``key``) batch by batch until it is empty; each sender
+        settles its own futures. Whatever is left when this is cancelled (``close``) fails."""
+        try:
+            await send(key, queue)
+        finally:
+            del self._senders[key]
+            self._outbox.pop(key, None)
+            for *_, fut in queue:
+                if not fut.done():
+                    fut.set_exception(exceptions.ServiceUnavailable(f"{key[1]!r}: transport closed before sending"))
+
+    def _take(self, queue: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]]) -> tuple[bytes, dict, list]:
+        """The next message from ``queue`` (one request as it is, or a batch of up to ``_BATCH_MAX``) and the
+        futures it settles."""
+        batch = queue[:_BATCH_MAX]
+        del queue[:_BATCH_MAX]
+        with open(f"/tmp/batchstats-{os.getpid()}.txt", "a") as f:  # XXX
+            f.write(f"{self.service} {len(batch)}\n")
+        futures = [fut for *_, fut in batch]
+        if len(batch) == 1:
+            return batch[0][0], batch[0][1], futures
+        body, headers = envelope.encode_batch([(b, h) for b, h, _ in batch], self.sender)
+        return body, headers, futures
+
+    async def _send_casts(self, key: tuple[str, str], queue: list) -> None:
+        while queue:
+            body, headers, futures = self._take(queue)
+            try:
+                await self.publish(body, headers, key[1])
+            except BaseException as e:
+                _settle(futures, e if isinstance(e, Exception) else exceptions.ServiceUnavailable("transport closed"))
+                if not isinstance(e, Exception):
+                    raise
+            else:
+                _settle(futures, None)
+
+    async def _send_broadcasts(self, key: tuple[str, str], queue: list) -> None:
+        while queue:
+            await asyncio.sleep(self.conf.messaging.broadcast_batch_window)
+            body, headers, futures = self._take(queue)
+            try:
+                await self._broadcast_now(body, headers, key[1])
+            except Exception as e:
+                _settle(futures, e)
+            else:
+                _settle(futures, None)
+
+    async def _broadcast_now(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
         message = self._message(body, headers, persistent=False)
         try:
             if not self._connected.is_set() or self._broadcast_channel is None:
