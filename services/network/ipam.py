@@ -1,10 +1,10 @@
-"""IP address management: subnet arithmetic (pure) and address allocation (two SQL statements per try).
+"""IP address management: subnet arithmetic (pure) and address allocation (one SQL statement per pool and try).
 
 The arithmetic half (``plan_subnet``, ``check_requested_ip``, ``random_mac``, ``bridge_name``) touches no
 database and is what the unit tests exercise. The allocation half (``allocate_ip``) never waits on a lock: the
-``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double allocation impossible, candidates (the
-lowest free addresses) come from one query per pool that PostgreSQL answers from the used rows alone, and one
-insert takes the first candidate no concurrent transaction is inserting (a transaction-level advisory try-lock);
+``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double allocation impossible, and one
+statement per pool finds the lowest free addresses from the used rows alone (``lowest_free``'s query) and
+inserts the first of them that no concurrent transaction is inserting (a transaction-level advisory try-lock);
 an allocator that finds them all taken looks again, further.
 
 This module imports nothing from ``common.db`` so that ``common.db.networks`` (and ``stratus-manage bootstrap``)
@@ -336,8 +336,8 @@ def bridge_name(prefix: str, network_id: str) -> str:
 
 # The lowest free addresses of one pool, computed by PostgreSQL from the used ones: the gaps between consecutive
 # used (or excluded) addresses, bounded by the pool, walked in order. One index range scan, whatever the pool size.
-_LOWEST_FREE = """
-WITH taken AS (
+_FREE = """
+taken AS (
     SELECT ip FROM (
         SELECT ip_address AS ip FROM ip_allocations WHERE subnet_id = $1 AND ip_address BETWEEN $2 AND $3
         UNION SELECT unnest($4::inet[])
@@ -346,11 +346,28 @@ WITH taken AS (
     SELECT $2::inet - 1 AS ip UNION ALL SELECT ip FROM taken UNION ALL SELECT $3::inet + 1
 ), gaps AS (
     SELECT ip AS before, lead(ip) OVER (ORDER BY ip) AS after FROM bounds
+), free AS (
+    SELECT f.before + 1 + g AS ip
+    FROM (SELECT before, after FROM gaps WHERE after - before > 1 ORDER BY before LIMIT $5) f,
+         generate_series(0::bigint, LEAST(f.after - f.before - 2, $5 - 1)) AS g
+    ORDER BY f.before, g LIMIT $5
+)"""
+_LOWEST_FREE = f"WITH {_FREE} SELECT host(ip) AS ip FROM free"
+
+# Concurrent allocators see the same lowest free addresses. Each takes the first candidate nobody else is
+# inserting right now (a transaction-level advisory try-lock per (subnet, address): never waits), so they spread
+# over the candidates instead of queueing on one uncommitted row. The two-key lock space is Stratus IPAM's alone.
+# ``free`` counts the candidates: 0 means the pool is full, more means they were all being taken (look again).
+_IPAM_LOCK_CLASS = 0x1BA4
+_ALLOCATE_LOWEST = f"""
+WITH {_FREE}, claimed AS (
+    INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
+    SELECT $1, free.ip, $6, $7 FROM free WHERE pg_try_advisory_xact_lock($8, hashtext($1 || host(free.ip)))
+    LIMIT 1
+    ON CONFLICT (subnet_id, ip_address) DO NOTHING
+    RETURNING host(ip_address) AS ip
 )
-SELECT host(f.before + 1 + g) AS ip
-FROM (SELECT before, after FROM gaps WHERE after - before > 1 ORDER BY before LIMIT $5) f,
-     generate_series(0::bigint, LEAST(f.after - f.before - 2, $5 - 1)) AS g
-ORDER BY f.before, g LIMIT $5
+SELECT (SELECT ip FROM claimed) AS ip, (SELECT count(*) FROM free) AS free
 """
 
 
@@ -363,7 +380,8 @@ async def lowest_free(
     exclude: Sequence[IPv4Address] = (),
 ) -> list[IPv4Address]:
     """The ``limit`` lowest addresses of ``pools`` neither allocated in ``subnet_id`` nor in ``exclude``: what
-    PostgreSQL finds them from the used rows (an index range scan), so the used set never leaves the database."""
+    PostgreSQL finds them from the used rows (an index range scan), so the used set never leaves the database.
+    ``allocate_ip`` takes the first of them in the same statement."""
     out: list[IPv4Address] = []
     for pool in sorted(pools):
         rows = await conn.fetch(_LOWEST_FREE, subnet_id, pool.start, pool.end, list(exclude), limit - len(out))
@@ -371,20 +389,6 @@ async def lowest_free(
         if len(out) >= limit:
             break
     return out
-
-
-# Concurrent allocators see the same lowest free addresses. Each takes the first candidate nobody else is
-# inserting right now (a transaction-level advisory try-lock per (subnet, address): never waits), so they spread
-# over the candidates instead of queueing on one uncommitted row. The two-key lock space is Stratus IPAM's alone.
-_IPAM_LOCK_CLASS = 0x1BA4
-_CLAIM_CANDIDATE = """
-INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
-SELECT $1, c.ip, $3, $4 FROM unnest($2::inet[]) AS c(ip)
-WHERE pg_try_advisory_xact_lock($5, hashtext($1 || host(c.ip)))
-LIMIT 1
-ON CONFLICT (subnet_id, ip_address) DO NOTHING
-RETURNING host(ip_address)
-"""
 
 
 async def _try_insert(conn: asyncpg.Connection, subnet_id: str, ip: IPv4Address, port_id: str, network_id: str) -> bool:
@@ -435,15 +439,19 @@ async def allocate_ip(
     excluded = [gateway] if gateway is not None else []
     batch = CANDIDATE_BATCH
     while True:
-        candidates = await lowest_free(conn, sid, pools, batch, exclude=excluded)
-        if not candidates:
+        any_free = False
+        for pool in sorted(pools):
+            row = await conn.fetchrow(
+                _ALLOCATE_LOWEST, sid, pool.start, pool.end, excluded, batch, port_id, nid, _IPAM_LOCK_CLASS
+            )
+            if row["ip"] is not None:
+                return IPv4Address(row["ip"])
+            any_free = any_free or row["free"] > 0
+        if not any_free:
             raise exceptions.IpAddressExhausted(
                 f"No more IP addresses available on subnet {sid} ({cidr}) of network {nid}: "
                 f"all {pool_size(pools)} addresses of its allocation pools are in use."
             )
-        ip = await conn.fetchval(_CLAIM_CANDIDATE, sid, candidates, port_id, nid, _IPAM_LOCK_CLASS)
-        if ip is not None:
-            return IPv4Address(ip)
         # Every candidate is being allocated by a concurrent transaction (or was committed since we looked):
         # look again, further.
         batch = min(batch * 2, 1024)
