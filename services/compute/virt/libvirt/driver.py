@@ -1,7 +1,9 @@
 """The libvirt implementation of ``ComputeDriver``.
 
 libvirt-python blocks, so every libvirt call runs on this connection's own small thread pool; waits (for a
-clean shutdown) happen on the event loop between short calls, never inside a worker thread.
+clean shutdown) happen on the event loop between short calls, never inside a worker thread. The exception is
+``test:///``: that hypervisor lives in this process's memory and a call never blocks (it takes microseconds,
+less than the hop to a worker thread and back), so its calls run inline on the event loop.
 
 With a ``test:///`` URI the driver makes every libvirt call for real against libvirt's in-process fake
 hypervisor, and skips only what would touch this machine: qemu-img, instance files and bridges
@@ -101,7 +103,8 @@ class LibvirtDriver(ComputeDriver):
         self._executor = executor
         self._caps = caps
         self._instances_path = paths.instances_path(conf)
-        # False for test:///: no qemu-img, no instance files, no bridges; every libvirt call still happens.
+        # False for test:///: no qemu-img, no instance files, no bridges; every libvirt call still happens (inline:
+        # module docstring).
         self._real_host = virt_type != "test"
         # (vcpus, memory MiB, disk GiB) of each Stratus guest by UUID, None for other domains: read from the domain
         # XML once, since a guest's size never changes (capacity reports list every guest after each change).
@@ -155,8 +158,11 @@ class LibvirtDriver(ComputeDriver):
     # ----- plumbing ---------------------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run blocking ``fn(*args)`` on this connection's threads; libvirt errors become ``VirtError``."""
+        """Run blocking ``fn(*args)`` on this connection's threads (inline for ``test:///``, which never blocks);
+        libvirt errors become ``VirtError``."""
         try:
+            if not self._real_host:
+                return fn(*args)
             return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
         except libvirt.libvirtError as e:
             raise VirtError(f"libvirt error: {e.get_error_message() or e}") from e
