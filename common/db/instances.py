@@ -130,10 +130,13 @@ async def update(
     *,
     expected_task_state: Sequence[str | None] | None = None,
     expected_vm_state: Sequence[str] | None = None,
+    finish_action: str | None = None,
 ) -> asyncpg.Record | None:
     """Guarded update: returns the new row, or None when the guard (or the row) did not match.
 
     The guards make handlers idempotent: a redelivered message finds the state already moved on.
+    ``finish_action``: a request id whose action (``actions.finish_action``) ends in the same statement, when
+    the update applies (one round trip for the two).
     """
     unknown = set(values) - _COLUMNS
     if unknown:
@@ -156,10 +159,14 @@ async def update(
     if expected_vm_state is not None:
         args.append([_value(s) for s in expected_vm_state])
         where.append(f"vm_state = ANY(${len(args)})")
-    return await conn.fetchrow(
-        f"UPDATE instances SET {', '.join(sets)}, updated_at = now() WHERE {' AND '.join(where)} RETURNING *",
-        *args,
-    )
+    sql = f"UPDATE instances SET {', '.join(sets)}, updated_at = now() WHERE {' AND '.join(where)} RETURNING *"
+    if finish_action is not None:
+        args.append(finish_action)
+        sql = (
+            f"WITH i AS ({sql}), f AS (UPDATE instance_actions SET finish_time = now(), updated_at = now()"
+            f" WHERE instance_id = $1 AND request_id = ${len(args)} AND EXISTS (SELECT 1 FROM i)) SELECT * FROM i"
+        )
+    return await conn.fetchrow(sql, *args)
 
 
 async def mark_deleted(conn: asyncpg.Connection, instance_id: str) -> asyncpg.Record | None:

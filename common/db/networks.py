@@ -553,10 +553,16 @@ async def create_port(
     under ``base_mac`` (retried on a clash). Raises ``NotFound`` (network), ``BadRequest``, ``Conflict``,
     ``IpAddressExhausted``; on any error the caller's rollback leaves nothing behind.
     """
-    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it.
-    network = await conn.fetchrow("SELECT id FROM networks WHERE id = $1 FOR KEY SHARE", network_id)
-    if network is None:
+    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it. The
+    # network's subnets come with it (one round trip); a network without any gives one row of NULLs.
+    rows = await conn.fetch(
+        "SELECT s.* FROM networks n LEFT JOIN subnets s ON s.network_id = n.id WHERE n.id = $1"
+        " ORDER BY s.created_at, s.id FOR KEY SHARE OF n",
+        network_id,
+    )
+    if not rows:
         raise exceptions.NotFound(f"Network {network_id} could not be found.")
+    subnets = [r for r in rows if r["id"] is not None]
     cols: dict[str, Any] = {
         "id": port_id or str(uuid.uuid4()),
         "network_id": network_id,
@@ -588,7 +594,7 @@ async def create_port(
                 break
         else:
             raise exceptions.Conflict(f"Could not find a free MAC address under {base_mac} in {MAC_ATTEMPTS} tries.")
-    await _allocate(conn, network_id, port["id"], await subnets_of_network(conn, network_id), fixed_ips)
+    await _allocate(conn, network_id, port["id"], subnets, fixed_ips)
     return port
 
 
@@ -765,15 +771,23 @@ def _in_request_order(ports: Sequence[Mapping[str, Any]], networks: Sequence[Any
 async def _describe(conn: asyncpg.Connection, ports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if not ports:
         return []
-    ips = await fixed_ips_for(conn, [p["id"] for p in ports])
+    # Two round trips whatever the count: the networks, and the addresses with their subnets.
     nets = {
         r["id"]: r
         for r in await conn.fetch(
             "SELECT * FROM networks WHERE id = ANY($1::text[])", list({p["network_id"] for p in ports})
         )
     }
-    subnet_ids = list({f["subnet_id"] for fl in ips.values() for f in fl})
-    subnets = {r["id"]: r for r in await conn.fetch("SELECT * FROM subnets WHERE id = ANY($1::text[])", subnet_ids)}
+    ips: dict[str, list[dict[str, str]]] = {p["id"]: [] for p in ports}
+    subnets: dict[str, Mapping[str, Any]] = {}
+    for r in await conn.fetch(
+        "SELECT a.port_id, a.subnet_id, host(a.ip_address) AS ip, s.cidr, s.gateway_ip FROM ip_allocations a"
+        " JOIN subnets s ON s.id = a.subnet_id WHERE a.port_id = ANY($1::text[])"
+        " ORDER BY a.port_id, a.subnet_id, a.ip_address",
+        list(ips),
+    ):
+        ips[r["port_id"]].append({"subnet_id": r["subnet_id"], "ip_address": r["ip"]})
+        subnets[r["subnet_id"]] = r
     return [port_info(p, nets[p["network_id"]], ips[p["id"]], subnets) for p in ports]
 
 

@@ -40,14 +40,17 @@ class ConductorManager:
         whether or not the guarded update applies) and the event explaining it (``event``, only with the
         update). When the task ends (task_state None) the request's action ends too."""
 
+        ends = "task_state" in values and values["task_state"] is None
+
         async def tx(conn: asyncpg.Connection) -> None:
-            row = await instances.update(conn, instance_id, values, expected_task_state=expected_task_state)
+            row = await instances.update(
+                conn, instance_id, values, expected_task_state=expected_task_state,
+                finish_action=ctx.request_id if ends else None,
+            )  # fmt: skip
             if row is None:
                 LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
             recorded = [*(events or []), *([event] if event is not None and row is not None else [])]
             await actions.add_events(conn, instance_id, ctx.request_id, recorded)
-            if row is not None and "task_state" in values and values["task_state"] is None:
-                await actions.finish_action(conn, instance_id, ctx.request_id)
 
         await self.db.run(tx)
 
