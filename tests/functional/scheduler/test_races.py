@@ -19,7 +19,7 @@ from common.config import new_conf
 from common.context import RequestContext
 from common.db import compute_nodes
 from common.db.pool import Database
-from common.rpc import Transport
+from common.rpc import Transport, envelope
 from common.rpc.transport import EXCHANGE
 from services.compute.rpcapi import ComputeAPI
 from services.scheduler.host_state import HostView
@@ -101,7 +101,9 @@ async def _race(dsn: str, url: str, n: int, hosts: list[dict], flavors: list[tup
     cast_to: list[str] = []
 
     async def on_build(message):
-        cast_to.append(message.routing_key)
+        # Casts to one host may travel together (Transport.cast coalesces them): one entry per cast.
+        casts = len(envelope.decode_batch(message.body)) if envelope.is_batch(message.headers) else 1
+        cast_to.extend([message.routing_key] * casts)
         await message.ack()
 
     await queue.consume(on_build)
