@@ -498,8 +498,6 @@ class Transport:
         futures it settles."""
         batch = queue[:_BATCH_MAX]
         del queue[:_BATCH_MAX]
-        with open(f"/tmp/batchstats-{os.getpid()}.txt", "a") as f:  # XXX
-            f.write(f"{self.service} {len(batch)}\n")
         futures = [fut for *_, fut in batch]
         if len(batch) == 1:
             return batch[0][0], batch[0][1], futures
