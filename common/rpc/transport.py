@@ -444,7 +444,7 @@ class Transport:
         load a confirm's round trip gathers the casts behind it, so the broker stores, delivers and
         acknowledges one message where it had several. Returns (or raises ``publish``'s error) when the
         message carrying this cast is confirmed."""
-        await self._enqueue(("cast", routing_key), body, headers, self._send_casts)
+        await self._enqueue(("cast", routing_key), body, headers, self.publish, linger=0.0)
 
     async def broadcast(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
         """Publish to every queue bound to the fanout ``exchange``, without a confirm: what goes out this way is
@@ -455,77 +455,66 @@ class Transport:
         message (a process simulating many hosts sends hundreds of reports a second); returns when it went."""
         if not self._connected.is_set():
             raise exceptions.ServiceUnavailable(f"broadcast on {exchange!r} failed: not attached to a broker node")
-        if self.conf.messaging.broadcast_batch_window <= 0:
+        window = self.conf.messaging.broadcast_batch_window
+        if window <= 0:
             await self._broadcast_now(body, headers, exchange)
             return
-        await self._enqueue(("fanout", exchange), body, headers, self._send_broadcasts)
+        await self._enqueue(("fanout", exchange), body, headers, self._broadcast_now, linger=window)
 
     async def _enqueue(
         self,
         key: tuple[str, str],
         body: bytes,
         headers: dict[str, Any],
-        sender: Callable[[tuple[str, str], list], Awaitable[None]],
+        send: Callable[[bytes, dict[str, Any], str], Awaitable[None]],
+        *,
+        linger: float,
     ) -> None:
+        """Queue one request under ``key`` (kind, routing key or exchange) and wait until the message carrying it
+        went out through ``send``; starts the key's sender when none runs."""
         if self._closing:
             raise exceptions.ServiceUnavailable("transport closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._outbox.setdefault(key, [])
         queue.append((body, headers, fut))
         if key not in self._senders:
-            self._senders[key] = asyncio.create_task(self._drain(key, queue, sender), name=f"rpc-send-{key[1]}")
+            self._senders[key] = asyncio.create_task(self._drain(key, queue, send, linger), name=f"rpc-send-{key[1]}")
         await fut
 
     async def _drain(
         self,
         key: tuple[str, str],
         queue: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]],
-        send: Callable[[tuple[str, str], list], Awaitable[None]],
+        send: Callable[[bytes, dict[str, Any], str], Awaitable[None]],
+        linger: float,
     ) -> None:
-        """Send ``queue`` (what ``_enqueue`` put under ``key``) batch by batch until it is empty; each sender
-        settles its own futures. Whatever is left when this is cancelled (``close``) fails."""
+        """Send ``queue`` message by message (one request as it is, or a batch of up to ``_BATCH_MAX``), each after
+        waiting ``linger`` for more, until it is empty; every caller gets its message's outcome. Whatever is
+        left when this is cancelled (``close``) fails."""
         try:
-            await send(key, queue)
+            while queue:
+                if linger > 0:
+                    await asyncio.sleep(linger)
+                batch = queue[:_BATCH_MAX]
+                del queue[:_BATCH_MAX]
+                futures = [fut for *_, fut in batch]
+                if len(batch) == 1:
+                    body, headers = batch[0][0], batch[0][1]
+                else:
+                    body, headers = envelope.encode_batch([(b, h) for b, h, _ in batch], self.sender)
+                try:
+                    await send(body, headers, key[1])
+                except asyncio.CancelledError:
+                    _settle(futures, exceptions.ServiceUnavailable(f"{key[1]!r}: transport closed while sending"))
+                    raise
+                except Exception as e:
+                    _settle(futures, e)
+                else:
+                    _settle(futures, None)
         finally:
             del self._senders[key]
             self._outbox.pop(key, None)
-            for *_, fut in queue:
-                if not fut.done():
-                    fut.set_exception(exceptions.ServiceUnavailable(f"{key[1]!r}: transport closed before sending"))
-
-    def _take(self, queue: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]]) -> tuple[bytes, dict, list]:
-        """The next message from ``queue`` (one request as it is, or a batch of up to ``_BATCH_MAX``) and the
-        futures it settles."""
-        batch = queue[:_BATCH_MAX]
-        del queue[:_BATCH_MAX]
-        futures = [fut for *_, fut in batch]
-        if len(batch) == 1:
-            return batch[0][0], batch[0][1], futures
-        body, headers = envelope.encode_batch([(b, h) for b, h, _ in batch], self.sender)
-        return body, headers, futures
-
-    async def _send_casts(self, key: tuple[str, str], queue: list) -> None:
-        while queue:
-            body, headers, futures = self._take(queue)
-            try:
-                await self.publish(body, headers, key[1])
-            except BaseException as e:
-                _settle(futures, e if isinstance(e, Exception) else exceptions.ServiceUnavailable("transport closed"))
-                if not isinstance(e, Exception):
-                    raise
-            else:
-                _settle(futures, None)
-
-    async def _send_broadcasts(self, key: tuple[str, str], queue: list) -> None:
-        while queue:
-            await asyncio.sleep(self.conf.messaging.broadcast_batch_window)
-            body, headers, futures = self._take(queue)
-            try:
-                await self._broadcast_now(body, headers, key[1])
-            except Exception as e:
-                _settle(futures, e)
-            else:
-                _settle(futures, None)
+            _settle([fut for *_, fut in queue], exceptions.ServiceUnavailable(f"{key[1]!r}: transport closed"))
 
     async def _broadcast_now(self, body: bytes, headers: dict[str, Any], exchange: str) -> None:
         message = self._message(body, headers, persistent=False)
