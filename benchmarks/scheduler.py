@@ -177,11 +177,7 @@ async def run(
     async def on_build(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal lost, first_at, last_at
         now = time.time()
-        if envelope.is_batch(message.headers):  # casts to one host that went out together
-            reqs = [envelope.request_from(d, h) for d, h in envelope.decode_batch(message.body)]
-        else:
-            reqs = [envelope.decode_request(message.body, message.headers)]
-        for req in reqs:
+        for req in envelope.requests_in(message.body, message.headers):  # casts to one host may travel together
             sched = req.args["request_spec"].get("scheduling") or {}
             latencies.append(now - sched.get("consumed_at", now))
             lost += sched.get("lost_races", 0)

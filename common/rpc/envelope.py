@@ -27,6 +27,7 @@ __all__ = [
     "encode_result",
     "is_batch",
     "request_from",
+    "requests_in",
 ]
 
 VERSION = "1.0"
@@ -95,7 +96,7 @@ def encode_batch(parts: list[tuple[bytes, dict[str, Any]]], sender: str) -> tupl
 
 
 def is_batch(headers: dict[str, Any] | None) -> bool:
-    return bool(headers) and "batch" in headers  # type: ignore[operator]
+    return headers is not None and "batch" in headers
 
 
 def decode_batch(body: bytes) -> list[tuple[Any, dict[str, Any]]]:
@@ -109,6 +110,14 @@ def decode_batch(body: bytes) -> list[tuple[Any, dict[str, Any]]]:
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise MalformedMessage("batch body must be an object with a list of objects 'batch'")
     return [(i.get("request"), i.get("headers") if isinstance(i.get("headers"), dict) else {}) for i in items]
+
+
+def requests_in(body: bytes, headers: dict[str, Any] | None) -> list[Request]:
+    """Every request a message carries: one, or each of a batch (for readers outside a dispatcher, which
+    handles a malformed request of a batch on its own)."""
+    if is_batch(headers):
+        return [request_from(data, h) for data, h in decode_batch(body)]
+    return [decode_request(body, headers)]
 
 
 def encode_result(result: Any) -> bytes:

@@ -102,8 +102,7 @@ async def _race(dsn: str, url: str, n: int, hosts: list[dict], flavors: list[tup
 
     async def on_build(message):
         # Casts to one host may travel together (Transport.cast coalesces them): one entry per cast.
-        casts = len(envelope.decode_batch(message.body)) if envelope.is_batch(message.headers) else 1
-        cast_to.extend([message.routing_key] * casts)
+        cast_to.extend(message.routing_key for _ in envelope.requests_in(message.body, message.headers))
         await message.ack()
 
     await queue.consume(on_build)

@@ -43,3 +43,11 @@ def test_other_errors_arrive_as_remote_error_naming_the_class():
 
 def test_result_round_trip():
     assert envelope.decode_reply(envelope.encode_result({"x": [1]})) == {"x": [1]}
+
+
+def test_requests_in_reads_one_request_or_each_of_a_batch():
+    one = envelope.encode_request("build", {"n": 1}, RequestContext(request_id="r1"), "svc@h")
+    two = envelope.encode_request("build", {"n": 2}, RequestContext(request_id="r2"), "svc@h")
+    assert [(r.args, r.ctx.request_id) for r in envelope.requests_in(*one)] == [({"n": 1}, "r1")]
+    batch = envelope.encode_batch([one, two], "svc@h")
+    assert [(r.args, r.ctx.request_id) for r in envelope.requests_in(*batch)] == [({"n": 1}, "r1"), ({"n": 2}, "r2")]
