@@ -8,7 +8,16 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["add_event", "add_events", "finish_action", "get_action", "list_actions", "list_events", "start_action"]
+__all__ = [
+    "FINISH_ACTION",
+    "add_event",
+    "add_events",
+    "finish_action",
+    "get_action",
+    "list_actions",
+    "list_events",
+    "start_action",
+]
 
 
 async def start_action(
@@ -29,14 +38,20 @@ async def start_action(
     )  # fmt: skip
 
 
+FINISH_ACTION = (
+    "UPDATE instance_actions SET finish_time = now(), updated_at = now(), message = COALESCE({message}, message)"
+    " WHERE instance_id = {instance} AND request_id = {request}"
+)
+"""``finish_action`` as SQL with ``{instance}``, ``{request}`` and ``{message}`` to fill in (``instances.update``
+embeds it to end an action in the same statement as the state change)."""
+
+
 async def finish_action(
     conn: asyncpg.Connection, instance_id: str, request_id: str, message: str | None = None
 ) -> None:
     await conn.execute(
-        "UPDATE instance_actions SET finish_time = now(), updated_at = now(), message = COALESCE($3, message)"
-        " WHERE instance_id = $1 AND request_id = $2",
-        instance_id, request_id, message,
-    )  # fmt: skip
+        FINISH_ACTION.format(instance="$1", request="$2", message="$3"), instance_id, request_id, message
+    )
 
 
 async def add_event(

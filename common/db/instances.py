@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from common.db import actions
+
 __all__ = [
     "PowerState",
     "TaskState",
@@ -162,10 +164,8 @@ async def update(
     sql = f"UPDATE instances SET {', '.join(sets)}, updated_at = now() WHERE {' AND '.join(where)} RETURNING *"
     if finish_action is not None:
         args.append(finish_action)
-        sql = (
-            f"WITH i AS ({sql}), f AS (UPDATE instance_actions SET finish_time = now(), updated_at = now()"
-            f" WHERE instance_id = $1 AND request_id = ${len(args)} AND EXISTS (SELECT 1 FROM i)) SELECT * FROM i"
-        )
+        finish = actions.FINISH_ACTION.format(instance="$1", request=f"${len(args)}", message="NULL")
+        sql = f"WITH i AS ({sql}), f AS ({finish} AND EXISTS (SELECT 1 FROM i)) SELECT * FROM i"
     return await conn.fetchrow(sql, *args)
 
 
