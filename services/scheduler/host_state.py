@@ -86,6 +86,7 @@ class HostState:
         return str(self.cpu_info.get("arch") or "")
 
     def apply(self, data: Mapping[str, Any]) -> None:
+        """Take what a report (or a ``compute_nodes`` row) says of the host itself; never usage (see ``_USAGE``)."""
         for key in _REPORTED:
             value = data.get(key)
             if value is not None:
@@ -94,6 +95,11 @@ class HostState:
 
 
 _NONE = (0, 0, 0)
+
+# Usage is the claims' (the DB's ``compute_nodes`` row, this scheduler's claims in flight), never a report's: a
+# host reports the guests it runs, which leaves out every claim whose build has not reached it yet, so a report
+# taken as usage would hand that room out again (the claim statement would refuse it: a lost race per report).
+_USAGE = ("vcpus_used", "memory_mb_used", "local_gb_used")
 
 _REPORTED = tuple(
     f
@@ -109,6 +115,7 @@ _REPORTED = tuple(
         "vcpus_limit",
         "memory_mb_limit",
         "local_gb_limit",
+        *_USAGE,
     )
 )
 
@@ -125,11 +132,13 @@ class HostView:
         self._pending: dict[str, tuple[int, int, int]] = {}
 
     def bootstrap(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Seed from compute_nodes rows at start; hosts count as seen when their last report was recent."""
+        """Seed from compute_nodes rows at start (usage included); hosts count as seen when their last report was
+        recent."""
         now_wall, now = time.time(), time.monotonic()
         for row in rows:
             state = self._get_or_create(row)
             state.apply(row)
+            self.claimed(row)
             if row.get("last_report_at") is not None:
                 state.last_seen = now - max(0.0, now_wall - row["last_report_at"].timestamp())
             else:

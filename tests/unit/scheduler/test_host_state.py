@@ -78,6 +78,18 @@ def test_claim_result_updates_the_view():
     assert view.hosts["a"].memory_mb_used == 256
 
 
+def test_a_report_never_overwrites_claimed_usage():
+    """A host reports the guests it runs; claims whose builds have not reached it are in the DB, not the report.
+    Taken as usage, the report would hand that room out again."""
+    view = HostView(60)
+    view.bootstrap([{**report("a", memory_mb=4096), "memory_mb_used": 1024, "vcpus_used": 1, "local_gb_used": 1}])
+    assert view.hosts["a"].memory_mb_used == 1024  # the DB's usage at start
+    view.claimed({"host": "a", "vcpus_used": 2, "memory_mb_used": 2048, "local_gb_used": 2})
+    view.update({**report("a", memory_mb=8192), "vcpus_used": 0, "memory_mb_used": 0, "local_gb_used": 0})
+    a = view.hosts["a"]
+    assert (a.vcpus_used, a.memory_mb_used, a.local_gb_used, a.memory_mb) == (2, 2048, 2, 8192)
+
+
 def test_weigher_spreads_by_free_ram():
     view = HostView(60)
     view.update(report("a", memory_mb=2048))
