@@ -2,6 +2,11 @@
 
 Aggregates are folded into each host: metadata (for extra-spec matching), an availability zone that overrides
 the host's own, and allocation-ratio overrides that the claim statement applies too (lowest wins).
+
+The view also keeps what every request reads of every host (free vCPUs/RAM/disk, liveness, instance count) as
+numpy columns, one row per host (``HostView.columns``): the fit test and the weighers then cost a few vector
+operations instead of a Python loop over a thousand hosts. A ``HostState`` marks its row stale whenever one of
+those attributes is set, and ``columns()`` rewrites only the stale rows.
 """
 
 from __future__ import annotations
@@ -12,7 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HostState", "HostView"]
+import numpy as np
+
+__all__ = ["Columns", "HostState", "HostView"]
+
+# The attributes the columns are computed from: setting one marks the host's row stale.
+_COLUMN_SOURCES = frozenset({
+    "vcpus_used", "memory_mb_used", "local_gb_used", "vcpus_limit", "memory_mb_limit", "local_gb_limit",
+    "last_seen", "disabled", "running_vms",
+})  # fmt: skip
 
 
 @dataclass
@@ -48,9 +61,19 @@ class HostState:
     vcpus_limit: float = field(default=0.0, init=False)
     memory_mb_limit: float = field(default=0.0, init=False)
     local_gb_limit: float = field(default=0.0, init=False)
+    # Set by the HostView that holds this host: its row in the view's columns, and the view's stale rows.
+    row: int = field(default=-1, init=False, repr=False, compare=False)
+    _stale: set[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.refresh_limits()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _COLUMN_SOURCES:
+            stale = self.__dict__.get("_stale")
+            if stale is not None:
+                stale.add(self.row)
 
     def refresh_limits(self) -> None:
         o = self.ratio_overrides
@@ -115,9 +138,46 @@ _REPORTED = tuple(
         "vcpus_limit",
         "memory_mb_limit",
         "local_gb_limit",
+        "row",
+        "_stale",
         *_USAGE,
     )
 )
+
+
+@dataclass
+class Columns:
+    """Per-host values every request reads, row ``HostState.row`` (the view's insertion order); only the first
+    ``len(view.hosts)`` rows are hosts. The free amounts are computed exactly as ``HostState.free_*`` are."""
+
+    hosts: np.ndarray  # the HostState objects
+    free_vcpus: np.ndarray
+    free_memory_mb: np.ndarray
+    free_disk_gb: np.ndarray
+    last_seen: np.ndarray
+    disabled: np.ndarray
+    running_vms: np.ndarray
+
+    @classmethod
+    def empty(cls, size: int) -> Columns:
+        return cls(
+            np.empty(size, dtype=object), *(np.zeros(size) for _ in range(4)), np.zeros(size, dtype=bool),
+            np.zeros(size),
+        )  # fmt: skip
+
+    def grown(self, size: int) -> Columns:
+        bigger = Columns.empty(size)
+        for name, old in vars(self).items():
+            getattr(bigger, name)[: len(old)] = old
+        return bigger
+
+    def write(self, i: int, h: HostState) -> None:
+        self.free_vcpus[i] = h.vcpus_limit - h.vcpus_used
+        self.free_memory_mb[i] = h.memory_mb_limit - h.memory_mb_used
+        self.free_disk_gb[i] = h.local_gb_limit - h.local_gb_used
+        self.last_seen[i] = h.last_seen
+        self.disabled[i] = h.disabled
+        self.running_vms[i] = h.running_vms
 
 
 class HostView:
@@ -130,6 +190,28 @@ class HostView:
         self._aggregates: list[Mapping[str, Any]] = []
         self._failures: dict[str, deque[float]] = {}
         self._pending: dict[str, tuple[int, int, int]] = {}
+        self._columns = Columns.empty(64)
+        self._stale: set[int] = set()
+
+    def columns(self) -> Columns:
+        """The columns with every stale row rewritten (rows of hosts changed since the last call)."""
+        if self._stale:
+            cols = self._columns
+            for i in self._stale:
+                cols.write(i, cols.hosts[i])
+            self._stale.clear()
+        return self._columns
+
+    def fitting(self, vcpus: int, memory_mb: int, disk_gb: int) -> list[HostState]:
+        """The hosts (in the view's order) that are up, enabled and have the room: ComputeFilter, CoreFilter,
+        RamFilter and DiskFilter in one vector pass."""
+        c, n = self.columns(), len(self.hosts)
+        ok = c.free_memory_mb[:n] >= memory_mb
+        ok &= c.free_vcpus[:n] >= vcpus
+        ok &= c.free_disk_gb[:n] >= disk_gb
+        ok &= c.last_seen[:n] >= time.monotonic() - self.service_down_time
+        ok &= ~c.disabled[:n]
+        return c.hosts[:n][ok].tolist()
 
     def bootstrap(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Seed from compute_nodes rows at start (usage included); hosts count as seen when their last report was
@@ -243,6 +325,12 @@ class HostView:
             state = HostState(
                 host=data["host"], vcpus=data["vcpus"], memory_mb=data["memory_mb"], local_gb=data["local_gb"]
             )
+            state.row = len(self.hosts)
             self.hosts[data["host"]] = state
+            if state.row >= len(self._columns.hosts):
+                self._columns = self._columns.grown(2 * len(self._columns.hosts))
+            self._columns.hosts[state.row] = state
+            state._stale = self._stale
+            self._stale.add(state.row)
             self._fold(state)
         return state

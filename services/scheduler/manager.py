@@ -275,7 +275,7 @@ class SchedulerManager:
             # reload usage from the DB, then look once more. Rare, so the extra read is cheap overall.
             lost = 0
             for last_try in (False, True):
-                hosts, explanations = passing_hosts(self.filters, list(self.view.hosts.values()), spec)
+                hosts, explanations = passing_hosts(self.filters, self.view, spec)
                 if hosts:
                     claimed = await self._claim_first(ctx, spec, hosts, started, lost)
                     if claimed is None:

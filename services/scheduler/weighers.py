@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from oslo_config import cfg
 
-from services.scheduler.host_state import HostState, HostView
+from services.scheduler.host_state import Columns, HostState, HostView
 
 __all__ = ["ALL_WEIGHERS", "BaseWeigher", "load_weighers", "weigh"]
 
@@ -35,6 +36,11 @@ class BaseWeigher:
         raw = self.raw
         return [raw(h, spec) for h in hosts]
 
+    def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray | None:
+        """The raw values of the hosts in ``rows`` straight from the view's columns; None when this weigher's
+        values are not a column (they then come from ``raw_all``)."""
+        return None
+
 
 class RAMWeigher(BaseWeigher):
     name, option = "RAMWeigher", "ram_weight_multiplier"
@@ -44,6 +50,9 @@ class RAMWeigher(BaseWeigher):
 
     def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
         return [h.memory_mb_limit - h.memory_mb_used for h in hosts]
+
+    def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
+        return cols.free_memory_mb[rows]
 
 
 class CPUWeigher(BaseWeigher):
@@ -56,6 +65,9 @@ class CPUWeigher(BaseWeigher):
     def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
         return [h.vcpus_limit - h.vcpus_used for h in hosts]
 
+    def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
+        return cols.free_vcpus[rows]
+
 
 class DiskWeigher(BaseWeigher):
     name, option = "DiskWeigher", "disk_weight_multiplier"
@@ -66,6 +78,9 @@ class DiskWeigher(BaseWeigher):
 
     def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
         return [h.local_gb_limit - h.local_gb_used for h in hosts]
+
+    def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
+        return cols.free_disk_gb[rows]
 
 
 class NumInstancesWeigher(BaseWeigher):
@@ -79,6 +94,9 @@ class NumInstancesWeigher(BaseWeigher):
 
     def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
         return [h.running_vms for h in hosts]
+
+    def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
+        return cols.running_vms[rows]
 
 
 def _soft_group(spec: dict[str, Any], policy: str) -> bool:
@@ -149,24 +167,35 @@ def weigh(
         return []
     if weighers is None:
         weighers = [cls(HostView(0)) for cls in ALL_WEIGHERS.values()]
+    # The view's columns give the values of the simple weighers when the hosts are the view's own.
+    view = weighers[0].view if weighers else None
+    cols = rows = None
+    if view is not None and all(view.hosts.get(h.host) is h for h in (hosts[0], hosts[-1])):
+        cols = view.columns()
+        rows = np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
     # sum(m * (v - lo) / (hi - lo)) ranks hosts as sum(m / (hi - lo) * v) does: the offsets are one constant.
-    terms: list[tuple[float, list[float]]] = []
+    terms: list[tuple[float, np.ndarray]] = []
     for w in weighers:
         if not w.applies(spec):
             continue
-        values = w.raw_all(hosts, spec)
-        lo, hi = min(values), max(values)
+        values = w.column(cols, rows) if cols is not None and rows is not None else None
+        if values is None:
+            values = np.asarray(w.raw_all(hosts, spec), dtype=float)
+        lo, hi = values.min(), values.max()
         if hi != lo:
             terms.append((w.multiplier / (hi - lo), values))
     if not terms:  # every weigher is flat: the filters' order stands
         return hosts[:best] if best is not None else list(hosts)
-    (a, totals), rest = terms[0], terms[1:]
-    if len(rest) == 1:
-        (b, second), *_ = rest
-        totals = [a * x + b * y for x, y in zip(totals, second, strict=True)]
+    (a, values), *rest = terms
+    totals = a * values
+    for b, values in rest:
+        totals = totals + b * values
+    # Best first; equal totals keep the filters' order (a stable sort). With ``best``, only the hosts at or above
+    # the best-th total are sorted.
+    neg = -totals
+    if best is None or best >= len(hosts):
+        order = np.argsort(neg, kind="stable")
     else:
-        totals = [a * x for x in totals]
-        for b, values in rest:
-            totals = [t + b * v for t, v in zip(totals, values, strict=True)]
-    order = sorted(range(len(hosts)), key=totals.__getitem__, reverse=True)
-    return [hosts[i] for i in (order if best is None else order[:best])]
+        top = np.flatnonzero(neg <= np.partition(neg, best - 1)[best - 1])
+        order = top[np.argsort(neg[top], kind="stable")][:best]
+    return [hosts[i] for i in order.tolist()]
