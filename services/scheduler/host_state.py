@@ -148,7 +148,7 @@ _REPORTED = tuple(
 @dataclass
 class Columns:
     """Per-host values every request reads, row ``HostState.row`` (the view's insertion order); only the first
-    ``len(view.hosts)`` rows are hosts. The free amounts are computed exactly as ``HostState.free_*`` are."""
+    ``len(view.hosts)`` rows are hosts."""
 
     hosts: np.ndarray  # the HostState objects
     free_vcpus: np.ndarray
@@ -172,9 +172,9 @@ class Columns:
         return bigger
 
     def write(self, i: int, h: HostState) -> None:
-        self.free_vcpus[i] = h.vcpus_limit - h.vcpus_used
-        self.free_memory_mb[i] = h.memory_mb_limit - h.memory_mb_used
-        self.free_disk_gb[i] = h.local_gb_limit - h.local_gb_used
+        self.free_vcpus[i] = h.free_vcpus
+        self.free_memory_mb[i] = h.free_memory_mb
+        self.free_disk_gb[i] = h.free_disk_gb
         self.last_seen[i] = h.last_seen
         self.disabled[i] = h.disabled
         self.running_vms[i] = h.running_vms

@@ -48,9 +48,6 @@ class RAMWeigher(BaseWeigher):
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_memory_mb
 
-    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
-        return [h.memory_mb_limit - h.memory_mb_used for h in hosts]
-
     def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
         return cols.free_memory_mb[rows]
 
@@ -62,9 +59,6 @@ class CPUWeigher(BaseWeigher):
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_vcpus
 
-    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
-        return [h.vcpus_limit - h.vcpus_used for h in hosts]
-
     def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
         return cols.free_vcpus[rows]
 
@@ -75,9 +69,6 @@ class DiskWeigher(BaseWeigher):
 
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.free_disk_gb
-
-    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
-        return [h.local_gb_limit - h.local_gb_used for h in hosts]
 
     def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
         return cols.free_disk_gb[rows]
@@ -91,9 +82,6 @@ class NumInstancesWeigher(BaseWeigher):
 
     def raw(self, host: HostState, spec: dict[str, Any]) -> float:
         return host.running_vms
-
-    def raw_all(self, hosts: list[HostState], spec: dict[str, Any]) -> list[float]:
-        return [h.running_vms for h in hosts]
 
     def column(self, cols: Columns, rows: np.ndarray) -> np.ndarray:
         return cols.running_vms[rows]
@@ -169,7 +157,8 @@ def weigh(
         weighers = [cls(HostView(0)) for cls in ALL_WEIGHERS.values()]
     # The view's columns give the values of the simple weighers when the hosts are the view's own.
     view = weighers[0].view if weighers else None
-    cols = rows = None
+    cols: Columns | None = None
+    rows = np.empty(0, dtype=np.intp)
     if view is not None and all(view.hosts.get(h.host) is h for h in (hosts[0], hosts[-1])):
         cols = view.columns()
         rows = np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
@@ -178,7 +167,7 @@ def weigh(
     for w in weighers:
         if not w.applies(spec):
             continue
-        values = w.column(cols, rows) if cols is not None and rows is not None else None
+        values = w.column(cols, rows) if cols is not None else None
         if values is None:
             values = np.asarray(w.raw_all(hosts, spec), dtype=float)
         lo, hi = values.min(), values.max()
