@@ -13,7 +13,7 @@ import asyncpg
 import tenacity
 from oslo_config import cfg
 
-__all__ = ["Database"]
+__all__ = ["Database", "init_connection"]
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +32,8 @@ RETRYABLE = (
 )
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """What every pooled connection gets: json and jsonb as Python values."""
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -67,7 +68,7 @@ class Database:
                     dsn,
                     min_size=conf.database.min_pool_size,
                     max_size=conf.database.max_pool_size,
-                    init=_init_connection,
+                    init=init_connection,
                     reset=None if session_reset else _keep_session,
                     command_timeout=60,
                 )

@@ -137,6 +137,42 @@ async def test_a_port_on_a_full_first_subnet_takes_the_next(db: Database):
     assert ips[b["id"]] == [{"subnet_id": second["id"], "ip_address": "10.9.6.2"}]
 
 
+async def test_a_big_pool_is_searched_from_a_random_window_then_whole(db: Database, monkeypatch: pytest.MonkeyPatch):
+    """A /20 (4,093 pool addresses): allocation looks at ``SEARCH_WINDOW`` addresses from a random offset and takes
+    the lowest free one there; when ``SEARCH_TRIES`` such windows are full it takes the whole pool's lowest free
+    address."""
+    net, subnet = await _net(db, "10.50.0.0/20", name="big")
+    offsets: list[int] = []
+    randrange = random.randrange
+
+    def offset(n: int) -> int:  # the window's offset is 1000; MACs stay random
+        if n == 4093 - ipam.SEARCH_WINDOW + 1:
+            offsets.append(n)
+            return 1000
+        return randrange(n)
+
+    monkeypatch.setattr(ipam.random, "randrange", offset)
+    first = await _port(db, net["id"])  # window 10.50.0.2 + 1000 = 10.50.3.234 ..
+    assert len(offsets) == ipam.SEARCH_TRIES  # drawn up front; only the first window was searched
+    ips = await db.run(lambda conn: db_networks.fixed_ips_for(conn, [first["id"]]))
+    assert ips[first["id"]][0]["ip_address"] == "10.50.3.234"
+    # Fill that window (the first port holds its lowest address), then allocate again: every window (all at the
+    # same offset) has nothing, the whole pool's lowest free address is the answer.
+    await db.run(
+        lambda conn: conn.execute(
+            "INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)"
+            " SELECT $1, '10.50.3.235'::inet + i, $2, $3 FROM generate_series(0, $4 - 2) AS i",
+            subnet["id"],
+            first["id"],
+            net["id"],
+            ipam.SEARCH_WINDOW,
+        )  # fmt: skip
+    )
+    again = await _port(db, net["id"])
+    ips = await db.run(lambda conn: db_networks.fixed_ips_for(conn, [again["id"]]))
+    assert ips[again["id"]][0]["ip_address"] == "10.50.0.2"
+
+
 async def test_overlapping_subnets_on_one_network_are_refused(db: Database):
     net, _ = await _net(db, "10.9.7.0/24")
     with pytest.raises(exceptions.BadRequest, match="overlaps"):
@@ -260,7 +296,7 @@ async def test_lowest_free_of_an_exhausted_pool_is_empty_and_ignores_addresses_o
 async def test_lowest_free_in_a_huge_pool_comes_from_the_used_set(db: Database):
     """A /8 with 50,000 addresses in use: the answer comes from the used rows, not from walking 16M addresses."""
     net, subnet = await _net(db, "11.0.0.0/8", name="lf-huge")
-    port = await _port(db, net["id"])  # 11.0.0.2
+    port = await _port(db, net["id"], fixed_ips=[{"ip_address": "11.0.0.2"}])
     await db.run(
         lambda conn: conn.execute(
             "INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)"
