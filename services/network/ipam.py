@@ -5,8 +5,8 @@ database and is what the unit tests exercise. The allocation half (``allocate_ip
 ``ip_allocations`` primary key ``(subnet_id, ip_address)`` makes a double allocation impossible, and one
 statement per pool finds the lowest free addresses from the used rows alone (``lowest_free``'s query) and
 inserts the first of them that no concurrent transaction is inserting (a transaction-level advisory try-lock);
-an allocator that finds them all taken looks again, further. A big pool is searched in a window at a random
-point first, so that statement reads at most ``SEARCH_WINDOW`` used rows however full the subnet is.
+an allocator that finds them all taken looks again, further. A big pool is searched in windows at random points
+first, so that statement reads at most ``SEARCH_WINDOW`` used rows until the pool is nearly full.
 
 This module imports nothing from ``common.db`` so that ``common.db.networks`` (and ``stratus-manage bootstrap``)
 can build on it without a cycle.
