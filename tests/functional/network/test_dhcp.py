@@ -133,12 +133,15 @@ def test_port_gets_static_dhcp_and_dns_and_restarts_lose_nothing(dhcp_cloud):
         assert (_state(c, net.id) / "dnsmasq.pid").read_text().strip() == dnsmasq_pid
         # A dnsmasq whose command line must change is replaced start-before-stop (handover instance + redirect).
         pid_file = _state(c, net.id) / "dnsmasq.pid"
+        argv_file = _state(c, net.id) / "dnsmasq.argv"
         for i in range(3):
             old = pid_file.read_text().strip()
-            (_state(c, net.id) / "dnsmasq.argv").write_text("[]")
+            argv_file.write_text("[]")
             conn.network.update_port(port.id, description=f"replace-{i}")  # any change wakes the agent
-            wait_for(lambda o=old: pid_file.exists() and pid_file.read_text().strip() not in ("", o), 60,
-                     what="dnsmasq replaced")  # fmt: skip
+            # Replaced: a new pid, and the agent has recorded the new command line (it writes the argv file after
+            # the new dnsmasq wrote its pid; the next round's "[]" written before that would be overwritten).
+            wait_for(lambda o=old: pid_file.exists() and pid_file.read_text().strip() not in ("", o)
+                     and argv_file.read_text() not in ("", "[]"), 60, what="dnsmasq replaced")  # fmt: skip
         time.sleep(0.5)
         probe.terminate()
         stats = json.loads(probe.communicate(timeout=30)[0])
