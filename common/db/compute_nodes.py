@@ -151,14 +151,15 @@ async def claim(
     )  # fmt: skip
 
 
-async def release(conn: asyncpg.Connection, instance_id: str) -> str | None:
-    """Give back the instance's allocation; returns the host it was on (None if it held none). Idempotent."""
-    return await conn.fetchval(
+async def release(conn: asyncpg.Connection, instance_id: str) -> asyncpg.Record | None:
+    """Give back the instance's allocation; returns the usage of the host it was on after that (``get_usage``'s
+    columns), None if it held none. Idempotent."""
+    return await conn.fetchrow(
         """
         WITH a AS (DELETE FROM allocations WHERE instance_id = $1 RETURNING *)
         UPDATE compute_nodes n SET vcpus_used = n.vcpus_used - a.vcpus, memory_mb_used = n.memory_mb_used - a.memory_mb,
                local_gb_used = n.local_gb_used - a.disk_gb, updated_at = now()
-        FROM a WHERE n.id = a.compute_node_id RETURNING n.host
+        FROM a WHERE n.id = a.compute_node_id RETURNING n.host, n.vcpus_used, n.memory_mb_used, n.local_gb_used
         """,
         instance_id,
     )

@@ -32,7 +32,7 @@ async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service
     manager = SchedulerManager(conf, db, view, ComputeAPI(client), scheduler_api)
     await manager.start()
     await transport.serve_fanout(CAPACITY_EXCHANGE, manager)
-    await transport.serve(ConductorAPI.TOPIC, ConductorManager(conf, db, scheduler_api))
+    await transport.serve(ConductorAPI.TOPIC, ConductorManager(conf, db, scheduler_api, view))
     await transport.serve(SchedulerAPI.TOPIC, manager)
 
     async def heartbeat() -> None:

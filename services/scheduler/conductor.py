@@ -12,6 +12,7 @@ from common.context import RequestContext
 from common.db import actions, compute_nodes, instances
 from common.db.pool import Database
 from services.scheduler.faults import record_build_failure
+from services.scheduler.host_state import HostView
 from services.scheduler.rpcapi import SchedulerAPI
 
 __all__ = ["ConductorManager"]
@@ -22,10 +23,15 @@ LOG = logging.getLogger(__name__)
 class ConductorManager:
     """Endpoint of the ``conductor`` topic. Every method is idempotent (guards on state)."""
 
-    def __init__(self, conf: cfg.ConfigOpts, db: Database, scheduler: SchedulerAPI) -> None:
+    def __init__(
+        self, conf: cfg.ConfigOpts, db: Database, scheduler: SchedulerAPI, view: HostView | None = None
+    ) -> None:
+        """``view``: the host view of the scheduler in this process, which learns the room a release gives back
+        at once (other schedulers learn it from their periodic usage reload)."""
         self.conf = conf
         self.db = db
         self.scheduler = scheduler
+        self.view = view
 
     async def instance_update(
         self,
@@ -86,9 +92,12 @@ class ConductorManager:
     async def instance_deleted(self, ctx: RequestContext, instance_id: str, host: str) -> None:
         """The compute destroyed the guest: give back the claim, mark the row deleted."""
 
-        async def tx(conn: asyncpg.Connection) -> None:
-            await compute_nodes.release(conn, instance_id)
+        async def tx(conn: asyncpg.Connection) -> asyncpg.Record | None:
+            released = await compute_nodes.release(conn, instance_id)
             if await instances.mark_deleted(conn, instance_id) is not None:
                 await actions.finish_action(conn, instance_id, ctx.request_id)
+            return released
 
-        await self.db.run(tx)
+        released = await self.db.run(tx)
+        if released is not None and self.view is not None:
+            self.view.claimed(released)

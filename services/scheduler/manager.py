@@ -354,9 +354,9 @@ class SchedulerManager:
                 )  # fmt: skip
                 if not failed:  # deleted, or moved on meanwhile: not this decision's to fail
                     continue
-                host = await compute_nodes.release(conn, iid)
-                if host is not None:
-                    usage.append(await compute_nodes.get_usage(conn, host))
+                released = await compute_nodes.release(conn, iid)
+                if released is not None:
+                    usage.append(released)
                 await self._record_event(conn, ctx, iid, "Error", message, started)
             return usage
 
