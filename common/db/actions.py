@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,13 +11,17 @@ import asyncpg
 
 __all__ = [
     "FINISH_ACTION",
+    "ONE_SHOT_CONFLICT",
+    "UPSERT_EVENTS",
     "add_event",
     "add_events",
+    "event_arrays",
     "finish_action",
     "get_action",
     "list_actions",
     "list_events",
     "start_action",
+    "upsert_events_sql",
 ]
 
 
@@ -101,53 +106,75 @@ def _merge(events: list[dict[str, Any]]) -> dict[tuple[str, str | None], _Merged
     return merged
 
 
-async def add_events(conn: asyncpg.Connection, instance_id: str, request_id: str, events: list[dict[str, Any]]) -> None:
-    """Record steps of the action of ``request_id`` on ``instance_id``: each event a dict with ``event``,
-    ``result`` ('start', 'Success' or 'Error'), ``host``, and optional ``details`` and ``at`` (datetime or ISO
-    string; default now). A batch costs at most three statements whatever its size (two when its events are new).
+UPSERT_EVENTS = """
+INSERT INTO instance_action_events AS e (action_id, event, host, result, details, start_time, finish_time)
+SELECT a.id, u.event, u.host, u.result, u.details, COALESCE(u.start, u.finish), u.finish
+FROM (SELECT id FROM instance_actions WHERE instance_id = {instance}
+      ORDER BY (request_id = {request}) DESC, id DESC LIMIT 1) a,
+     unnest({arrays}) AS u(event, host, result, details, start, finish, cond)
+WHERE u.cond IS NULL OR u.cond = {applied}
+ON CONFLICT (action_id, event, host) DO UPDATE SET
+    start_time = LEAST(e.start_time, EXCLUDED.start_time),
+    finish_time = COALESCE(EXCLUDED.finish_time, e.finish_time),
+    result = CASE WHEN EXCLUDED.finish_time IS NULL THEN e.result ELSE EXCLUDED.result END,
+    details = CASE WHEN EXCLUDED.finish_time IS NULL THEN e.details ELSE COALESCE(EXCLUDED.details, e.details) END
+"""
+"""Record steps (``event_arrays``) on the action of ``{request}`` (else the latest) of ``{instance}``, one statement:
+each step is the row of its (action, event, host) key, so a start and its finish may arrive in either order, and
+concurrently (the key's unique index orders writers). A start only moves the start time earlier; a finish sets
+the outcome and its details. ``{arrays}``: seven array parameters; ``{applied}``: an SQL boolean that rows whose
+``cond`` is set must equal (``true`` when there are none)."""
 
-    Order-independent, because casts from one sender may be applied concurrently: an event is keyed by
-    (action, event, host); a 'start' arriving after its finish only fills in the start time, a finish
-    arriving first creates the row. Events for a request without an action attach to the latest action.
-    """
-    if not events:
-        return
-    # The action locked, with the events it has, in one round trip: serialises writers of its events (two conductors
-    # may apply a start and its finish at once). NO KEY UPDATE, so inserting events (a key-share check) never waits.
-    rows = await conn.fetch(
-        "SELECT a.id AS action_id, e.id, e.event, e.host FROM (SELECT id FROM instance_actions WHERE instance_id = $1"
-        " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 FOR NO KEY UPDATE) a"
-        " LEFT JOIN instance_action_events e ON e.action_id = a.id ORDER BY e.id",
-        instance_id, request_id,
-    )  # fmt: skip
-    if not rows:
-        return
-    action_id = rows[0]["action_id"]
-    merged = _merge(events)
-    existing = {(r["event"], r["host"]): r["id"] for r in rows if r["id"] is not None}
-    fresh = [(key, m) for key, m in merged.items() if key not in existing]
-    if fresh:
-        await conn.execute(
-            "INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)"
-            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
-            " $7::timestamptz[])",
-            action_id,
-            [k[0] for k, _ in fresh], [k[1] for k, _ in fresh], [m.result for _, m in fresh],
-            [m.details for _, m in fresh], [m.start or m.finish for _, m in fresh], [m.finish for _, m in fresh],
-        )  # fmt: skip
-    stale = [(existing[key], m) for key, m in merged.items() if key in existing]
-    if stale:
-        # A start only moves the start time earlier; a finish sets the outcome (and its details, if it has some).
-        await conn.execute(
-            "UPDATE instance_action_events e SET start_time = LEAST(e.start_time, u.start),"
-            " finish_time = COALESCE(u.finish, e.finish_time),"
-            " result = CASE WHEN u.finish IS NULL THEN e.result ELSE u.result END,"
-            " details = CASE WHEN u.finish IS NULL THEN e.details ELSE COALESCE(u.details, e.details) END"
-            " FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])"
-            " AS u(id, start, finish, result, details) WHERE e.id = u.id",
-            [i for i, _ in stale], [m.start for _, m in stale], [m.finish for _, m in stale],
-            [m.result for _, m in stale], [m.details for _, m in stale],
-        )  # fmt: skip
+ONE_SHOT_CONFLICT = (
+    "ON CONFLICT (action_id, event, host) DO UPDATE SET result = EXCLUDED.result,"
+    " finish_time = EXCLUDED.finish_time, details = concat_ws('; ', e.details, EXCLUDED.details)"
+)
+"""For an event written whole by its only writer (``INSERT INTO instance_action_events AS e ...``), e.g. a
+scheduler's choice: written again for the same action (a reschedule), the row keeps both details, in order, and
+the latest outcome."""
+
+_ARRAY_TYPES = ("text", "text", "text", "text", "timestamptz", "timestamptz", "bool")
+
+
+def upsert_events_sql(instance: str, request: str, first_arg: int, applied: str = "true") -> str:
+    """``UPSERT_EVENTS`` with its arrays as parameters ``$first_arg`` .. ``$first_arg+6`` (``event_arrays``)."""
+    arrays = ", ".join(f"${first_arg + i}::{t}[]" for i, t in enumerate(_ARRAY_TYPES))
+    return UPSERT_EVENTS.format(instance=instance, request=request, arrays=arrays, applied=applied)
+
+
+def event_arrays(events: Sequence[dict[str, Any]], if_applied: Sequence[dict[str, Any]] = ()) -> list[list[Any]]:
+    """The seven arrays ``UPSERT_EVENTS`` takes: one row per (event, host) of ``events`` merged, plus the steps of
+    ``if_applied`` that count only when the statement's change applied. A key those change gets two rows, the
+    merge with them (``cond`` true) and without (``cond`` false); only one of them goes in."""
+    base = _merge(events)
+    rows: list[tuple[tuple[str, str | None], _Merged, bool | None]] = []
+    if if_applied:
+        full = _merge([*events, *if_applied])
+        for key, m in full.items():
+            if key not in base:
+                rows.append((key, m, True))
+            elif base[key] == m:
+                rows.append((key, m, None))
+            else:
+                rows += [(key, m, True), (key, base[key], False)]
+    else:
+        rows = [(key, m, None) for key, m in base.items()]
+    return [
+        [k[0] for k, _, _ in rows], [k[1] for k, _, _ in rows], [m.result for _, m, _ in rows],
+        [m.details for _, m, _ in rows], [m.start for _, m, _ in rows], [m.finish for _, m, _ in rows],
+        [c for _, _, c in rows],
+    ]  # fmt: skip
+
+
+async def add_events(
+    conn: asyncpg.Connection, instance_id: str, request_id: str, events: Sequence[dict[str, Any]]
+) -> None:
+    """Record steps of the action of ``request_id`` on ``instance_id`` (``UPSERT_EVENTS``, one statement): each
+    event a dict with ``event``, ``result`` ('start', 'Success' or 'Error'), ``host``, and optional ``details``
+    and ``at`` (datetime or ISO string; default now). Events for a request without an action attach to the latest
+    action."""
+    if events:
+        await conn.execute(upsert_events_sql("$1", "$2", 3), instance_id, request_id, *event_arrays(events))
 
 
 async def list_actions(conn: asyncpg.Connection, instance_id: str) -> list[asyncpg.Record]:

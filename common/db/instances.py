@@ -132,13 +132,17 @@ async def update(
     *,
     expected_task_state: Sequence[str | None] | None = None,
     expected_vm_state: Sequence[str] | None = None,
-    finish_action: str | None = None,
+    request_id: str | None = None,
+    finish_action: bool = False,
+    events: Sequence[dict[str, Any]] = (),
+    events_if_applied: Sequence[dict[str, Any]] = (),
 ) -> asyncpg.Record | None:
     """Guarded update: returns the new row, or None when the guard (or the row) did not match.
 
     The guards make handlers idempotent: a redelivered message finds the state already moved on.
-    ``finish_action``: a request id whose action (``actions.finish_action``) ends in the same statement, when
-    the update applies (one round trip for the two).
+    With ``request_id``, in the same statement (one round trip, atomic without a transaction): the action of
+    that request ends when the update applies (``finish_action``), and its steps are recorded
+    (``actions.add_events``): ``events`` whether or not the update applies, ``events_if_applied`` only if it does.
     """
     unknown = set(values) - _COLUMNS
     if unknown:
@@ -162,11 +166,18 @@ async def update(
         args.append([_value(s) for s in expected_vm_state])
         where.append(f"vm_state = ANY(${len(args)})")
     sql = f"UPDATE instances SET {', '.join(sets)}, updated_at = now() WHERE {' AND '.join(where)} RETURNING *"
-    if finish_action is not None:
-        args.append(finish_action)
-        finish = actions.FINISH_ACTION.format(instance="$1", request=f"${len(args)}", message="NULL")
-        sql = f"WITH i AS ({sql}), f AS ({finish} AND EXISTS (SELECT 1 FROM i)) SELECT * FROM i"
-    return await conn.fetchrow(sql, *args)
+    if request_id is None or not (finish_action or events or events_if_applied):
+        return await conn.fetchrow(sql, *args)
+    args.append(request_id)
+    request, ctes = f"${len(args)}", [f"i AS ({sql})"]
+    if finish_action:
+        finish = actions.FINISH_ACTION.format(instance="$1", request=request, message="NULL")
+        ctes.append(f"f AS ({finish} AND EXISTS (SELECT 1 FROM i))")
+    if events or events_if_applied:
+        upsert = actions.upsert_events_sql("$1", request, len(args) + 1, applied="EXISTS (SELECT 1 FROM i)")
+        args += actions.event_arrays(events, events_if_applied)
+        ctes.append(f"ev AS ({upsert})")
+    return await conn.fetchrow(f"WITH {', '.join(ctes)} SELECT * FROM i", *args)
 
 
 async def mark_deleted(conn: asyncpg.Connection, instance_id: str) -> asyncpg.Record | None:

@@ -44,25 +44,21 @@ class ConductorManager:
     ) -> None:
         """Apply a compute's state change and, atomically, the steps that led to it (``events``, recorded
         whether or not the guarded update applies) and the event explaining it (``event``, only with the
-        update). When the task ends (task_state None) the request's action ends too."""
-
-        ends = "task_state" in values and values["task_state"] is None
-
-        async def tx(conn: asyncpg.Connection) -> None:
-            row = await instances.update(
-                conn, instance_id, values, expected_task_state=expected_task_state,
-                finish_action=ctx.request_id if ends else None,
-            )  # fmt: skip
-            if row is None:
-                LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
-            recorded = [*(events or []), *([event] if event is not None and row is not None else [])]
-            await actions.add_events(conn, instance_id, ctx.request_id, recorded)
-
-        await self.db.run(tx)
+        update). When the task ends (task_state None) the request's action ends too. One statement."""
+        row = await self.db.run(
+            lambda conn: instances.update(
+                conn, instance_id, values, expected_task_state=expected_task_state, request_id=ctx.request_id,
+                finish_action="task_state" in values and values["task_state"] is None,
+                events=events or (), events_if_applied=[event] if event is not None else (),
+            ),
+            transaction=False,
+        )  # fmt: skip
+        if row is None:
+            LOG.info("instance %s: update %s skipped (state moved on or deleted)", instance_id, sorted(values))
 
     async def action_events(self, ctx: RequestContext, instance_id: str, events: list[dict[str, Any]]) -> None:
-        """Record steps (``actions.add_events``: each with event, result, host, details, at) in one transaction."""
-        await self.db.run(lambda c: actions.add_events(c, instance_id, ctx.request_id, events))
+        """Record steps (``actions.add_events``: each with event, result, host, details, at); one statement."""
+        await self.db.run(lambda c: actions.add_events(c, instance_id, ctx.request_id, events), transaction=False)
 
     async def build_failed(
         self,

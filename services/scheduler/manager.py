@@ -22,7 +22,7 @@ from oslo_config import cfg
 
 from common import exceptions, objects
 from common.context import RequestContext
-from common.db import aggregates, compute_nodes, instances, server_groups
+from common.db import actions, aggregates, compute_nodes, instances, server_groups
 from common.db import networks as networks_db
 from common.db.instances import TaskState, VmState
 from common.db.pool import RETRYABLE, Database
@@ -543,9 +543,9 @@ class SchedulerManager:
     ) -> None:
         """This scheduler's event, start and finish at once, in one statement (it is the event's only writer)."""
         await conn.execute(
-            "INSERT INTO instance_action_events (action_id, event, host, result, details, start_time, finish_time)"
-            " SELECT id, $3, $4, $5, $6, $7, now() FROM instance_actions WHERE instance_id = $1"
-            " ORDER BY (request_id = $2) DESC, id DESC LIMIT 1",
+            "INSERT INTO instance_action_events AS e (action_id, event, host, result, details, start_time,"
+            " finish_time) SELECT id, $3, $4, $5, $6, $7, now() FROM instance_actions WHERE instance_id = $1"
+            f" ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 {actions.ONE_SHOT_CONFLICT}",
             instance_id, ctx.request_id, EVENT, self.conf.host, result, details, started,
         )  # fmt: skip
 
