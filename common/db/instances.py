@@ -69,12 +69,18 @@ def _value(v: Any) -> Any:
     return v
 
 
-async def create(conn: asyncpg.Connection, values: dict[str, Any]) -> asyncpg.Record:
+async def create(conn: asyncpg.Connection, values: dict[str, Any], *, request_id: str, action: str) -> asyncpg.Record:
+    """Insert the instance and, in the same statement, the action of the request that makes it
+    (``actions.start_action``'s row)."""
     cols = list(values)
+    args = [_value(values[c]) for c in cols] + [request_id, action]
     placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
     return await conn.fetchrow(
-        f"INSERT INTO instances ({', '.join(cols)}) VALUES ({placeholders}) RETURNING *",
-        *[_value(values[c]) for c in cols],
+        f"WITH i AS (INSERT INTO instances ({', '.join(cols)}) VALUES ({placeholders}) RETURNING *),"
+        " a AS (INSERT INTO instance_actions (instance_id, request_id, action, project_id, user_id)"
+        f" SELECT id, ${len(args) - 1}, ${len(args)}, project_id, user_id FROM i)"
+        " SELECT * FROM i",
+        *args,
     )
 
 

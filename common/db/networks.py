@@ -492,7 +492,8 @@ async def _allocate(
     port_id: str,
     subnets: Sequence[Mapping[str, Any]],
     fixed_ips: Sequence[Mapping[str, Any]] | None,
-) -> None:
+) -> list[tuple[Mapping[str, Any], IPv4Address]]:
+    """Allocate the port's addresses; returns each with its subnet."""
     by_id = {s["id"]: s for s in subnets}
     if fixed_ips is None:
         # Neutron's default: one address, from the first IPv4 subnet that still has one.
@@ -501,8 +502,7 @@ async def _allocate(
             if subnet["ip_version"] != 4:
                 continue
             try:
-                await ipam.allocate_ip(conn, subnet, port_id)  # inserts nothing when it raises
-                return
+                return [(subnet, await ipam.allocate_ip(conn, subnet, port_id))]  # inserts nothing when it raises
             except exceptions.IpAddressExhausted as e:
                 exhausted.append(e)
         if len(exhausted) == 1:
@@ -513,7 +513,8 @@ async def _allocate(
                 + ", ".join(f"{s['id']} ({s['cidr']})" for s in subnets if s["ip_version"] == 4)
                 + ")."
             )
-        return
+        return []
+    allocated = []
     for req in fixed_ips:
         subnet_id, ip = req.get("subnet_id"), req.get("ip_address")
         if subnet_id is not None:
@@ -524,7 +525,8 @@ async def _allocate(
             subnet = _subnet_for_ip(subnets, ipam.check_ip_syntax(ip), network_id)
         else:
             raise exceptions.BadRequest("Invalid input for fixed_ips: each entry needs subnet_id or ip_address.")
-        await ipam.allocate_ip(conn, subnet, port_id, ip_address=ip)
+        allocated.append((subnet, await ipam.allocate_ip(conn, subnet, port_id, ip_address=ip)))
+    return allocated
 
 
 async def create_port(
@@ -553,17 +555,31 @@ async def create_port(
     under ``base_mac`` (retried on a clash). Raises ``NotFound`` (network), ``BadRequest``, ``Conflict``,
     ``IpAddressExhausted``; on any error the caller's rollback leaves nothing behind.
     """
-    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it. The
-    # network's subnets come with it (one round trip); a network without any gives one row of NULLs.
-    rows = await conn.fetch(
-        "SELECT s.* FROM networks n LEFT JOIN subnets s ON s.network_id = n.id WHERE n.id = $1"
-        " ORDER BY s.created_at, s.id FOR KEY SHARE OF n",
-        network_id,
-    )
-    if not rows:
-        raise exceptions.NotFound(f"Network {network_id} could not be found.")
-    subnets = [r for r in rows if r["id"] is not None]
-    cols: dict[str, Any] = {
+    cols = _port_columns(
+        network_id=network_id, project_id=project_id, port_id=port_id, name=name, description=description,
+        admin_state_up=admin_state_up, status=status, device_id=device_id, device_owner=device_owner,
+        binding_host=binding_host, auto_delete=auto_delete, dns_name=dns_name,
+    )  # fmt: skip
+    port, _, _ = await _make_port(conn, cols, base_mac=base_mac, mac_address=mac_address, fixed_ips=fixed_ips)
+    return port
+
+
+def _port_columns(
+    *,
+    network_id: str,
+    project_id: str,
+    port_id: str | None = None,
+    name: str = "",
+    description: str = "",
+    admin_state_up: bool = True,
+    status: str = "DOWN",
+    device_id: str = "",
+    device_owner: str = "",
+    binding_host: str | None = None,
+    auto_delete: bool = False,
+    dns_name: str = "",
+) -> dict[str, Any]:
+    return {
         "id": port_id or str(uuid.uuid4()),
         "network_id": network_id,
         "project_id": project_id,
@@ -578,6 +594,31 @@ async def create_port(
         "auto_delete": auto_delete,
         "dns_name": dns_name,
     }
+
+
+async def _make_port(
+    conn: asyncpg.Connection,
+    cols: dict[str, Any],
+    *,
+    base_mac: str,
+    mac_address: str | None,
+    fixed_ips: Sequence[Mapping[str, Any]] | None,
+) -> tuple[asyncpg.Record, Mapping[str, Any], list[tuple[Mapping[str, Any], IPv4Address]]]:
+    """``create_port`` with its columns: the port, its network (the columns ``port_info`` reads) and its
+    addresses with their subnets."""
+    network_id = cols["network_id"]
+    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it. The
+    # network's subnets come with it (one round trip); a network without any gives one row of NULLs.
+    rows = await conn.fetch(
+        "SELECT n.bridge AS network_bridge, n.mtu AS network_mtu, n.dns_domain AS network_dns_domain, s.*"
+        " FROM networks n LEFT JOIN subnets s ON s.network_id = n.id WHERE n.id = $1"
+        " ORDER BY s.created_at, s.id FOR KEY SHARE OF n",
+        network_id,
+    )
+    if not rows:
+        raise exceptions.NotFound(f"Network {network_id} could not be found.")
+    network = {k: rows[0][f"network_{k}"] for k in ("bridge", "mtu", "dns_domain")}
+    subnets = [r for r in rows if r["id"] is not None]
     port = None
     if mac_address is not None:
         cols["mac_address"] = ipam.parse_mac(mac_address)
@@ -594,8 +635,7 @@ async def create_port(
                 break
         else:
             raise exceptions.Conflict(f"Could not find a free MAC address under {base_mac} in {MAC_ATTEMPTS} tries.")
-    await _allocate(conn, network_id, port["id"], subnets, fixed_ips)
-    return port
+    return port, network, await _allocate(conn, network_id, port["id"], subnets, fixed_ips)
 
 
 async def get_port(conn: asyncpg.Connection, port_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -816,8 +856,10 @@ async def attach_instance_ports(
         "status": "DOWN",
         "dns_name": hostname,
     }
-    ports = []
-    for req in networks:
+    # A port made here is described from what making it returned; only the user's own ports are read back.
+    made: dict[int, dict[str, Any]] = {}
+    existing: dict[int, Mapping[str, Any]] = {}
+    for n, req in enumerate(networks):
         if req.get("port"):
             port = await get_port(conn, req["port"], for_update=True)
             if port is None:
@@ -826,15 +868,16 @@ async def attach_instance_ports(
                 raise exceptions.Conflict(
                     f"Port {port['id']} is still in use by device {port['device_id']} ({port['device_owner']})."
                 )
-            port = await _update(conn, "ports", port["id"], attached, _PORT_UPDATABLE)
+            existing[n] = await _update(conn, "ports", port["id"], attached, _PORT_UPDATABLE)
         else:
+            cols = _port_columns(network_id=req["uuid"], project_id=project_id, auto_delete=True, **attached)
             fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
-            port = await create_port(
-                conn, network_id=req["uuid"], project_id=project_id, base_mac=base_mac, fixed_ips=fixed,
-                auto_delete=True, **attached,
-            )  # fmt: skip
-        ports.append(port)
-    return await _describe(conn, ports)
+            port, network, ips = await _make_port(conn, cols, base_mac=base_mac, mac_address=None, fixed_ips=fixed)
+            ips.sort(key=lambda a: (a[0]["id"], a[1]))
+            fixed_ips = [{"subnet_id": subnet["id"], "ip_address": str(ip)} for subnet, ip in ips]
+            made[n] = port_info(port, network, fixed_ips, {subnet["id"]: subnet for subnet, _ in ips})
+    described = dict(zip(existing, await _describe(conn, list(existing.values())), strict=True))
+    return [made[n] if n in made else described[n] for n in range(len(networks))]
 
 
 BIND_INSTANCE_PORTS = (

@@ -385,17 +385,11 @@ async def create_server(request: web.Request) -> web.Response:
                     "scheduler_hints": boot.scheduler_hints,
                     "config_drive": boot.config_drive,
                 },
+                request_id=c.request_id,
+                action="create",
             )
             if boot.scheduler_hints.get("group"):
                 await server_groups_db.add_member(conn, boot.scheduler_hints["group"], iid)
-            await actions.start_action(
-                conn,
-                instance_id=iid,
-                request_id=c.request_id,
-                action="create",
-                project_id=c.project_id,
-                user_id=c.user_id,
-            )
             ports = await networks_db.attach_instance_ports(
                 conn, instance_id=iid, project_id=c.project_id, hostname=row["hostname"], networks=networks,
                 base_mac=conf.network.base_mac,
