@@ -319,6 +319,8 @@ class LibvirtDriver(ComputeDriver):
 
         def define_and_start() -> None:
             self._conn.defineXML(xml).create()
+            # What reading the XML back would give (``_guest_sizes``): the report that follows needs no parse.
+            self._sizes[guest.uuid] = (guest.vcpus, guest.memory_mb, guest.disk_gb)
 
         await self._run(define_and_start)
         LOG.info("instance %s: domain %s started", guest.uuid, vconfig.domain_name(guest.uuid))
