@@ -120,6 +120,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    ap.add_argument("--db-tcp", action="store_true",
+                    help="services reach PostgreSQL over TCP loopback, as from another machine (default: its Unix "
+                    "socket, as devstack's services on the database's machine do)")  # fmt: skip
     args = ap.parse_args()
     pg, rabbit = PostgresServer(), RabbitCluster(1)
     with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp:
@@ -130,7 +133,8 @@ def main() -> None:
                           compute_overrides={"vcpus": 64, "memory_mb": 262144, "local_gb": 4000,
                                              "report_interval": 10},  # production's default, not the tests' 2 s
                           extra_config={"DEFAULT": {"debug": "false"},
-                                        "scheduler": {"service_down_time": 60}})  # fmt: skip
+                                        "scheduler": {"service_down_time": 60}},
+                          database_socket=not args.db_tcp)  # fmt: skip
             cloud.start(timeout=300)  # 1,000 simulated hosts take a while to report in
             try:
                 meter = CpuMeter({
@@ -147,8 +151,10 @@ def main() -> None:
             pg.stop()
             pg.cleanup()
     result["hosts"] = args.hosts
+    result["db"] = "tcp" if args.db_tcp else "socket"
     if args.record:
-        record("boot.py", f"hosts={args.hosts} servers={args.servers} clients={args.clients}", result)
+        config = f"hosts={args.hosts} servers={args.servers} clients={args.clients} db={result['db']}"
+        record("boot.py", config, result)
     print(json.dumps(result))
 
 

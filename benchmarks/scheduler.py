@@ -255,6 +255,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     ap.add_argument("--keep-logs", help="copy the services' logs to this directory")
+    ap.add_argument("--db-tcp", action="store_true",
+                    help="schedulers reach PostgreSQL over TCP loopback, as from another machine (default: its Unix "
+                    "socket, as devstack's services on the database's machine do)")  # fmt: skip
     args = ap.parse_args()
     pg, rabbit = PostgresServer(), RabbitCluster(1)
     with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp:
@@ -263,7 +266,8 @@ def main() -> None:
             rabbit.start()
             cloud = Cloud(Path(tmp), pg, rabbit, compute_hosts=0, schedulers=0,
                           extra_config={"DEFAULT": {"debug": "false"}, "compute": {"report_interval": 10},
-                                        "scheduler": {"service_down_time": 60}})  # fmt: skip
+                                        "scheduler": {"service_down_time": 60}},
+                          database_socket=not args.db_tcp)  # fmt: skip
             cloud.start(timeout=120)
             try:
 
@@ -290,8 +294,10 @@ def main() -> None:
             pg.stop()
             pg.cleanup()
     result.update(hosts=args.hosts, schedulers=args.schedulers, requests=args.requests)
+    result["db"] = "tcp" if args.db_tcp else "socket"
     if args.record:
-        record("scheduler.py", f"hosts={args.hosts} schedulers={args.schedulers} requests={args.requests}", result)
+        config = f"hosts={args.hosts} schedulers={args.schedulers} requests={args.requests} db={result['db']}"
+        record("scheduler.py", config, result)
     print(json.dumps(result))
 
 

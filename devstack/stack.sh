@@ -59,7 +59,7 @@ echo " Public endpoint  $STRATUS_PUBLIC_ENDPOINT (HAProxy) -> API node(s) $(hapr
 echo " Identity         $STRATUS_AUTH_URL   user admin / project admin"
 echo " Admin password   $STRATUS_ADMIN_PASSWORD_FILE"
 echo " Broker           $(rabbit_transport_url)"
-echo " Database         postgresql://$STRATUS_DB_USER:***@$STRATUS_BIND:$STRATUS_PG_PORT/$STRATUS_DB_NAME"
+echo " Database         $(pg_dsn "***") (TCP: $STRATUS_BIND:$STRATUS_PG_PORT)"
 echo " Config           $STRATUS_CONF (+ $STRATUS_CONF_D/*.conf)"
 echo " Logs             $STRATUS_LOGS"
 echo " Guest image      $STRATUS_IMAGE_FILE ($STRATUS_IMAGE_NAME)"

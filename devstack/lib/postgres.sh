@@ -1,7 +1,7 @@
 #!/bin/bash
 # PostgreSQL: a private cluster in $STRATUS_DATA/postgres owned by the postgres user, listening on
 # $STRATUS_BIND:$STRATUS_PG_PORT with its Unix socket in $STRATUS_RUN/postgres (so it never collides with
-# a distribution cluster on /var/run/postgresql). Sourced after common.sh.
+# a distribution cluster on /var/run/postgresql); the services use the socket. Sourced after common.sh.
 
 PG_DATA=${PG_DATA:-$STRATUS_DATA/postgres}
 PG_SOCKET_DIR=${PG_SOCKET_DIR:-$STRATUS_RUN/postgres}
@@ -64,6 +64,15 @@ EOF
     chown postgres:postgres "$PG_DATA/stratus.conf"
     grep -q "^include_if_exists = 'stratus.conf'" "$PG_DATA/postgresql.conf" ||
         echo "include_if_exists = 'stratus.conf'" >>"$PG_DATA/postgresql.conf"
+    # The services connect over the Unix socket (about half the CPU per round trip of TCP loopback) with the
+    # role's password; initdb's rule for local connections is peer, so a rule for that role goes first.
+    local rule="local all $STRATUS_DB_USER scram-sha-256"
+    grep -qxF "$rule" "$PG_DATA/pg_hba.conf" || sed -i "1i $rule" "$PG_DATA/pg_hba.conf"
+}
+
+# The DSN the services use: the Unix socket, with the role's password ($1).
+pg_dsn() {
+    echo "postgresql://$STRATUS_DB_USER:$1@/$STRATUS_DB_NAME?host=$PG_SOCKET_DIR&port=$STRATUS_PG_PORT"
 }
 
 start_postgres() {
@@ -98,6 +107,7 @@ EOF
 SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L', :'db', :'user', 'UTF8')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 EOF
+    pg_psql -c 'SELECT pg_reload_conf()' >/dev/null # a server already running takes pg_hba.conf's new rule
 }
 
 stop_postgres() {

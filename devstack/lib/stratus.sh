@@ -68,7 +68,7 @@ failover_strategy = $STRATUS_FAILOVER_STRATEGY
 preferred_node_check_interval = 30
 
 [database]
-connection = postgresql://$STRATUS_DB_USER:$STRATUS_DB_PASSWORD@$STRATUS_BIND:$STRATUS_PG_PORT/$STRATUS_DB_NAME
+connection = $(pg_dsn "$STRATUS_DB_PASSWORD")
 
 [api]
 listen_host = $STRATUS_BIND
