@@ -64,7 +64,7 @@ EOF
     chown postgres:postgres "$PG_DATA/stratus.conf"
     grep -q "^include_if_exists = 'stratus.conf'" "$PG_DATA/postgresql.conf" ||
         echo "include_if_exists = 'stratus.conf'" >>"$PG_DATA/postgresql.conf"
-    # The services connect over the Unix socket (about half the CPU per round trip of TCP loopback) with the
+    # The services connect over the Unix socket (about 2/3 of the CPU per round trip of TCP loopback) with the
     # role's password; initdb's rule for local connections is peer, so a rule for that role goes first.
     local rule="local all $STRATUS_DB_USER scram-sha-256"
     grep -qxF "$rule" "$PG_DATA/pg_hba.conf" || sed -i "1i $rule" "$PG_DATA/pg_hba.conf"
