@@ -159,6 +159,9 @@ def event_arrays(events: Sequence[dict[str, Any]], if_applied: Sequence[dict[str
                 rows += [(key, m, True), (key, base[key], False)]
     else:
         rows = [(key, m, None) for key, m in base.items()]
+    # In key order: two statements upserting overlapping keys then take their row locks in the same order, and
+    # cannot deadlock (a timed flush of a build's steps and its final update may be applied at once).
+    rows.sort(key=lambda r: (r[0][0], r[0][1] or ""))
     return [
         [k[0] for k, _, _ in rows], [k[1] for k, _, _ in rows], [m.result for _, m, _ in rows],
         [m.details for _, m, _ in rows], [m.start for _, m, _ in rows], [m.finish for _, m, _ in rows],

@@ -183,3 +183,31 @@ async def test_the_key_migration_merges_rows_an_older_version_wrote_twice(stratu
         }
     finally:
         await conn.close()
+
+
+async def test_overlapping_batches_take_their_keys_in_one_order(stratus_db):
+    """Two batches with the same keys listed in opposite orders (a timed flush of a build's steps and its final
+    update, applied at once) take the keys' locks in key order, so neither waits for the other while holding a key
+    the other needs: no deadlock. With the rows in the order given, the second writer here deadlocks."""
+    a, b = await asyncpg.connect(stratus_db), await asyncpg.connect(stratus_db)
+    try:
+        await new_instance(a, "i1", "req-1")
+        first = {"event": "compute_build_disk", "result": "start", "host": "h1", "at": at(1)}
+        second = {"event": "compute_build_spawn", "result": "start", "host": "h1", "at": at(2)}
+        ta, tb = a.transaction(), b.transaction()
+        await ta.start()
+        await tb.start()
+        await actions.add_events(a, "i1", "req-1", [first])  # a holds the first key
+        # b's batch lists the second key first: taken in that order, b would hold it while waiting for a.
+        waiting = asyncio.ensure_future(actions.add_events(b, "i1", "req-1", [second | {"result": "Success"}, first]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await actions.add_events(a, "i1", "req-1", [second])  # a needs the second key: free, since b waits on the first
+        await ta.commit()
+        await waiting
+        await tb.commit()
+        got = await events_of(a, "req-1")
+        assert got[("compute_build_spawn", "h1")][0] == "Success" and got[("compute_build_disk", "h1")][0] is None
+    finally:
+        await a.close()
+        await b.close()
