@@ -4,6 +4,7 @@ the claim (``bind_instance_ports``), read back for a reschedule (``instance_port
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from common import exceptions
@@ -133,3 +134,35 @@ async def test_deallocate_frees_addresses_and_network_can_go(manager: NetworkMan
 async def test_no_networks_means_no_ports(db: Database, net_conf):
     assert await _attach(db, net_conf, "inst-1", []) == []
     assert await db.run(lambda conn: db_networks.instance_ports(conn, "inst-1")) == []
+
+
+async def test_dhcp_is_woken_by_what_it_serves_not_by_a_bind(db: Database, net_conf, net_dsn: str):
+    """The DHCP agent's channel hears a port made and a port renamed, not a port bound to a host (each claim
+    binds; the agent serves MAC, name and addresses, whatever the host)."""
+    net, _ = await _net(db, "private", "10.1.0.0/24")
+    heard: list[str] = []
+    listener = await asyncpg.connect(net_dsn)
+    await listener.add_listener("stratus_network", lambda *args: heard.append(args[3]))
+
+    async def after(change) -> list[str]:
+        heard.clear()
+        await db.run(change)
+        await listener.execute("SELECT 1")  # a round trip: notifications sent before it have arrived
+        return list(heard)
+
+    try:
+        made = []
+        assert await after(lambda conn: _attach_in(conn, net_conf, net["id"], made)) == [net["id"]]
+        port_id = made[0]["id"]
+        assert await after(lambda conn: db_networks.bind_instance_ports(conn, "inst-1", "host-a")) == []
+        rename = "UPDATE ports SET dns_name = 'renamed' WHERE id = $1"
+        assert await after(lambda conn: conn.execute(rename, port_id)) == [net["id"]]
+    finally:
+        await listener.close()
+
+
+async def _attach_in(conn, net_conf, network_id: str, out: list) -> None:
+    out += await db_networks.attach_instance_ports(
+        conn, instance_id="inst-1", project_id="proj", hostname="vm1", networks=[{"uuid": network_id}],
+        base_mac=net_conf.network.base_mac,
+    )  # fmt: skip
