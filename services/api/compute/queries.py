@@ -1,4 +1,4 @@
-"""Read-only queries the compute API makes on other aggregates (networks, ports, services, usage).
+"""Read-only queries the compute API makes on other aggregates (flavors, images, networks, ports, services, usage).
 
 They read tables other services own and never write them: the compute API only needs to know that a network
 is there and visible, and which addresses an instance holds.
@@ -7,6 +7,7 @@ is there and visible, and which addresses an instance holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -14,6 +15,7 @@ from common.db.aggregates import AGGREGATE_ZONE
 
 __all__ = [
     "addresses_for",
+    "flavor_and_image",
     "get_port",
     "host_zones",
     "list_services",
@@ -37,6 +39,19 @@ async def addresses_for(conn: asyncpg.Connection, instance_ids: Sequence[str]) -
     for r in rows:
         out.setdefault(r["device_id"], []).append(r)
     return out
+
+
+async def flavor_and_image(
+    conn: asyncpg.Connection, flavor_id: str, image_id: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The flavor and the (not deleted) image a boot names, in one round trip: each its columns as JSON gives
+    them (timestamps as strings), or None."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT row_to_json(f) FROM flavors f WHERE f.id = $1) AS flavor,"
+        " (SELECT row_to_json(i) FROM images i WHERE i.id = $2 AND i.deleted_at IS NULL) AS image",
+        flavor_id, image_id,
+    )  # fmt: skip
+    return row["flavor"], row["image"]
 
 
 async def visible_network(conn: asyncpg.Connection, network_id: str, project_id: str | None) -> asyncpg.Record | None:

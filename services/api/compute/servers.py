@@ -26,8 +26,6 @@ from aiohttp import web
 from common import exceptions, objects
 from common.context import RequestContext
 from common.db import actions, compute_nodes, instances
-from common.db import flavors as flavors_db
-from common.db import images as images_db
 from common.db import keypairs as keypairs_db
 from common.db import networks as networks_db
 from common.db import server_groups as server_groups_db
@@ -229,15 +227,19 @@ def image_snapshot(image: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _flavor(conn: asyncpg.Connection, c: RequestContext, flavor_id: str) -> asyncpg.Record:
-    flavor = await flavors_db.get(conn, flavor_id)
+async def _flavor_and_image(
+    conn: asyncpg.Connection, c: RequestContext, flavor_id: str, image_id: str
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The boot's flavor and image, read in one round trip; 400 for one the caller may not use."""
+    flavor, image = await queries.flavor_and_image(conn, flavor_id, image_id)
     if flavor is None or (not flavor["is_public"] and not c.is_admin):
         raise exceptions.BadRequest(f"Flavor {flavor_id} could not be found.")
-    return flavor
+    return flavor, _check_image(c, image_id, image, flavor)
 
 
-async def _image(conn: asyncpg.Connection, c: RequestContext, image_id: str, flavor: Mapping) -> asyncpg.Record:
-    image = await images_db.get(conn, image_id)
+def _check_image(
+    c: RequestContext, image_id: str, image: Mapping[str, Any] | None, flavor: Mapping[str, Any]
+) -> Mapping[str, Any]:
     if image is None or not (
         c.is_admin or image["visibility"] in ("public", "community") or image["project_id"] == c.project_id
     ):
@@ -343,8 +345,7 @@ async def create_server(request: web.Request) -> web.Response:
     boot = parse_boot_request(await json_body(request, schemas.SERVER_CREATE), conf.api.max_servers_per_request)
 
     async def work(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, list[dict[str, Any]]]]:
-        flavor = await _flavor(conn, c, boot.flavor_id)
-        image = await _image(conn, c, boot.image_id, flavor)
+        flavor, image = await _flavor_and_image(conn, c, boot.flavor_id, boot.image_id)
         networks = await _networks(conn, c, boot.networks)
         key_data = None
         if boot.key_name is not None:
