@@ -37,7 +37,7 @@ async def run(dsn: str, cidr: str, used: int, creates: int) -> dict:
     await init_connection(conn)
     try:
         net, subnet = await db_networks.create_network_with_subnet(conn, "bench", "ipam-bench", cidr, False)
-        port = await db_networks.create_port(conn, network_id=net["id"], project_id="bench", base_mac=BASE_MAC)
+        port, _, _ = await db_networks.create_port(conn, network_id=net["id"], project_id="bench", base_mac=BASE_MAC)
         # The addresses in use: the lowest of the pool, as a subnet filled lowest-first has them.
         start = ipam.pools_from_json(subnet["allocation_pools"])[0].start
         await conn.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, ip_address
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from services.network import ipam
 __all__ = [
     "DEVICE_OWNER_COMPUTE",
     "NETWORK_OWNED_PREFIX",
+    "NewPort",
     "attach_instance_ports",
     "bind_instance_ports",
     "create_network",
@@ -529,6 +530,15 @@ async def _allocate(
     return allocated
 
 
+class NewPort(NamedTuple):
+    """What ``create_port`` made: the row, its network (the columns ``port_info`` reads) and its addresses with
+    their subnets (enough to describe the port without reading it back)."""
+
+    port: asyncpg.Record
+    network: Mapping[str, Any]
+    addresses: list[tuple[Mapping[str, Any], IPv4Address]]
+
+
 async def create_port(
     conn: asyncpg.Connection,
     *,
@@ -547,7 +557,7 @@ async def create_port(
     auto_delete: bool = False,
     dns_name: str = "",
     port_id: str | None = None,
-) -> asyncpg.Record:
+) -> NewPort:
     """Insert a port with a MAC and its fixed IPs, in the caller's transaction.
 
     ``fixed_ips``: None for one address from the first IPv4 subnet with room; ``[]`` for none; else a list of
@@ -555,31 +565,19 @@ async def create_port(
     under ``base_mac`` (retried on a clash). Raises ``NotFound`` (network), ``BadRequest``, ``Conflict``,
     ``IpAddressExhausted``; on any error the caller's rollback leaves nothing behind.
     """
-    cols = _port_columns(
-        network_id=network_id, project_id=project_id, port_id=port_id, name=name, description=description,
-        admin_state_up=admin_state_up, status=status, device_id=device_id, device_owner=device_owner,
-        binding_host=binding_host, auto_delete=auto_delete, dns_name=dns_name,
-    )  # fmt: skip
-    port, _, _ = await _make_port(conn, cols, base_mac=base_mac, mac_address=mac_address, fixed_ips=fixed_ips)
-    return port
-
-
-def _port_columns(
-    *,
-    network_id: str,
-    project_id: str,
-    port_id: str | None = None,
-    name: str = "",
-    description: str = "",
-    admin_state_up: bool = True,
-    status: str = "DOWN",
-    device_id: str = "",
-    device_owner: str = "",
-    binding_host: str | None = None,
-    auto_delete: bool = False,
-    dns_name: str = "",
-) -> dict[str, Any]:
-    return {
+    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it. The
+    # network's subnets come with it (one round trip); a network without any gives one row of NULLs.
+    rows = await conn.fetch(
+        "SELECT n.bridge AS network_bridge, n.mtu AS network_mtu, n.dns_domain AS network_dns_domain, s.*"
+        " FROM networks n LEFT JOIN subnets s ON s.network_id = n.id WHERE n.id = $1"
+        " ORDER BY s.created_at, s.id FOR KEY SHARE OF n",
+        network_id,
+    )
+    if not rows:
+        raise exceptions.NotFound(f"Network {network_id} could not be found.")
+    network = {k: rows[0][f"network_{k}"] for k in ("bridge", "mtu", "dns_domain")}
+    subnets = [r for r in rows if r["id"] is not None]
+    cols: dict[str, Any] = {
         "id": port_id or str(uuid.uuid4()),
         "network_id": network_id,
         "project_id": project_id,
@@ -594,31 +592,6 @@ def _port_columns(
         "auto_delete": auto_delete,
         "dns_name": dns_name,
     }
-
-
-async def _make_port(
-    conn: asyncpg.Connection,
-    cols: dict[str, Any],
-    *,
-    base_mac: str,
-    mac_address: str | None,
-    fixed_ips: Sequence[Mapping[str, Any]] | None,
-) -> tuple[asyncpg.Record, Mapping[str, Any], list[tuple[Mapping[str, Any], IPv4Address]]]:
-    """``create_port`` with its columns: the port, its network (the columns ``port_info`` reads) and its
-    addresses with their subnets."""
-    network_id = cols["network_id"]
-    # KEY SHARE: a concurrent delete_network waits for this port (and then refuses), or this fails after it. The
-    # network's subnets come with it (one round trip); a network without any gives one row of NULLs.
-    rows = await conn.fetch(
-        "SELECT n.bridge AS network_bridge, n.mtu AS network_mtu, n.dns_domain AS network_dns_domain, s.*"
-        " FROM networks n LEFT JOIN subnets s ON s.network_id = n.id WHERE n.id = $1"
-        " ORDER BY s.created_at, s.id FOR KEY SHARE OF n",
-        network_id,
-    )
-    if not rows:
-        raise exceptions.NotFound(f"Network {network_id} could not be found.")
-    network = {k: rows[0][f"network_{k}"] for k in ("bridge", "mtu", "dns_domain")}
-    subnets = [r for r in rows if r["id"] is not None]
     port = None
     if mac_address is not None:
         cols["mac_address"] = ipam.parse_mac(mac_address)
@@ -635,7 +608,7 @@ async def _make_port(
                 break
         else:
             raise exceptions.Conflict(f"Could not find a free MAC address under {base_mac} in {MAC_ATTEMPTS} tries.")
-    return port, network, await _allocate(conn, network_id, port["id"], subnets, fixed_ips)
+    return NewPort(port, network, await _allocate(conn, network_id, port["id"], subnets, fixed_ips))
 
 
 async def get_port(conn: asyncpg.Connection, port_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -870,9 +843,11 @@ async def attach_instance_ports(
                 )
             existing[n] = await _update(conn, "ports", port["id"], attached, _PORT_UPDATABLE)
         else:
-            cols = _port_columns(network_id=req["uuid"], project_id=project_id, auto_delete=True, **attached)
             fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
-            port, network, ips = await _make_port(conn, cols, base_mac=base_mac, mac_address=None, fixed_ips=fixed)
+            port, network, ips = await create_port(
+                conn, network_id=req["uuid"], project_id=project_id, base_mac=base_mac, fixed_ips=fixed,
+                auto_delete=True, **attached,
+            )  # fmt: skip
             ips.sort(key=lambda a: (a[0]["id"], a[1]))
             fixed_ips = [{"subnet_id": subnet["id"], "ip_address": str(ip)} for subnet, ip in ips]
             made[n] = port_info(port, network, fixed_ips, {subnet["id"]: subnet for subnet, _ in ips})

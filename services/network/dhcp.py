@@ -275,7 +275,7 @@ class DhcpAgent:
         )
         if ip is not None:
             return ip
-        port = await db_networks.create_port(
+        made = await db_networks.create_port(
             conn,
             network_id=network_id,
             project_id=subnet["project_id"],
@@ -287,7 +287,7 @@ class DhcpAgent:
             status="ACTIVE",
             name="dhcp",
         )
-        return await conn.fetchval("SELECT host(ip_address) FROM ip_allocations WHERE port_id = $1", port["id"])
+        return str(made.addresses[0][1])
 
     async def _ensure(self, plan: NetworkPlan) -> None:
         state = self.state_root / plan.network_id

@@ -225,7 +225,7 @@ async def create_port(request: web.Request) -> web.Response:
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
         network = await visible_network(conn, c, body["network_id"])
-        row = await db.create_port(
+        row, _, _ = await db.create_port(
             conn,
             network_id=network["id"],
             project_id=project_id,

@@ -26,9 +26,10 @@ async def _net(db: Database, cidr: str = "10.0.0.0/24", name: str = "net", **kw)
 
 
 async def _port(db: Database, network_id: str, **kw):
-    return await db.run(
+    made = await db.run(
         lambda conn: db_networks.create_port(conn, network_id=network_id, project_id="proj", base_mac=BASE_MAC, **kw)
     )
+    return made.port
 
 
 async def test_100_concurrent_ports_never_share_an_ip_or_mac(db: Database):

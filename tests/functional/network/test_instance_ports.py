@@ -62,7 +62,7 @@ async def test_bind_follows_the_claim_and_reads_back_in_request_order(db: Databa
     """NIC order matters to the guest: a reschedule reads the ports back in the order the request named them."""
     a, _ = await _net(db, "a", "10.6.0.0/24")
     b, _ = await _net(db, "b", "10.7.0.0/24")
-    user_port = await db.run(
+    user_port, _, _ = await db.run(
         lambda conn: db_networks.create_port(
             conn, network_id=a["id"], project_id="proj", base_mac=net_conf.network.base_mac
         )
@@ -96,7 +96,7 @@ async def test_attach_is_all_or_nothing(db: Database, net_conf):
 
 async def test_user_port_is_attached_then_detached_not_deleted(manager: NetworkManager, db: Database, net_conf):
     net, _ = await _net(db, "private", "10.1.0.0/24")
-    user_port = await db.run(
+    user_port, _, _ = await db.run(
         lambda conn: db_networks.create_port(
             conn, network_id=net["id"], project_id="proj", base_mac=net_conf.network.base_mac, name="mine"
         )
