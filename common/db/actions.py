@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 __all__ = [
+    "ACTION_OF",
     "FINISH_ACTION",
     "ONE_SHOT_CONFLICT",
     "UPSERT_EVENTS",
@@ -106,12 +107,17 @@ def _merge(events: list[dict[str, Any]]) -> dict[tuple[str, str | None], _Merged
     return merged
 
 
+ACTION_OF = (
+    "SELECT id FROM instance_actions WHERE instance_id = {instance}"
+    " ORDER BY (request_id = {request}) DESC, id DESC LIMIT 1"
+)
+"""The id of the action of ``{request}`` on ``{instance}``, else of the instance's latest action (the one the
+events of a request without an action of its own attach to). SQL to fill in, for every writer of events."""
+
 UPSERT_EVENTS = """
 INSERT INTO instance_action_events AS e (action_id, event, host, result, details, start_time, finish_time)
 SELECT a.id, u.event, u.host, u.result, u.details, COALESCE(u.start, u.finish), u.finish
-FROM (SELECT id FROM instance_actions WHERE instance_id = {instance}
-      ORDER BY (request_id = {request}) DESC, id DESC LIMIT 1) a,
-     unnest({arrays}) AS u(event, host, result, details, start, finish, cond)
+FROM ({action}) a, unnest({arrays}) AS u(event, host, result, details, start, finish, cond)
 WHERE u.cond IS NULL OR u.cond = {applied}
 ON CONFLICT (action_id, event, host) DO UPDATE SET
     start_time = LEAST(e.start_time, EXCLUDED.start_time),
@@ -119,7 +125,7 @@ ON CONFLICT (action_id, event, host) DO UPDATE SET
     result = CASE WHEN EXCLUDED.finish_time IS NULL THEN e.result ELSE EXCLUDED.result END,
     details = CASE WHEN EXCLUDED.finish_time IS NULL THEN e.details ELSE COALESCE(EXCLUDED.details, e.details) END
 """
-"""Record steps (``event_arrays``) on the action of ``{request}`` (else the latest) of ``{instance}``, one statement:
+"""Record steps (``event_arrays``) on the action ``{action}`` (``ACTION_OF``) selects, in one statement:
 each step is the row of its (action, event, host) key, so a start and its finish may arrive in either order, and
 concurrently (the key's unique index orders writers). A start only moves the start time earlier; a finish sets
 the outcome and its details. ``{arrays}``: seven array parameters; ``{applied}``: an SQL boolean that rows whose
@@ -139,7 +145,8 @@ _ARRAY_TYPES = ("text", "text", "text", "text", "timestamptz", "timestamptz", "b
 def upsert_events_sql(instance: str, request: str, first_arg: int, applied: str = "true") -> str:
     """``UPSERT_EVENTS`` with its arrays as parameters ``$first_arg`` .. ``$first_arg+6`` (``event_arrays``)."""
     arrays = ", ".join(f"${first_arg + i}::{t}[]" for i, t in enumerate(_ARRAY_TYPES))
-    return UPSERT_EVENTS.format(instance=instance, request=request, arrays=arrays, applied=applied)
+    action = ACTION_OF.format(instance=instance, request=request)
+    return UPSERT_EVENTS.format(action=action, arrays=arrays, applied=applied)
 
 
 def event_arrays(events: Sequence[dict[str, Any]], if_applied: Sequence[dict[str, Any]] = ()) -> list[list[Any]]:

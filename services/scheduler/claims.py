@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from common.db.actions import ONE_SHOT_CONFLICT
+from common.db.actions import ACTION_OF, ONE_SHOT_CONFLICT
 from common.db.compute_nodes import _FITS, _RATIOS
 from common.db.networks import BIND_INSTANCE_PORTS
 
@@ -70,8 +70,7 @@ bound AS (
 ev AS (
     INSERT INTO instance_action_events AS e (action_id, event, host, result, details, start_time, finish_time)
     SELECT a.id, $8, $9, 'Success', $10 || node.host || $11, $12, now()
-    FROM node, (SELECT id FROM instance_actions WHERE instance_id = $5
-                ORDER BY (request_id = $7) DESC, id DESC LIMIT 1) a
+    FROM node, ({ACTION_OF.format(instance="$5", request="$7")}) a
     {ONE_SHOT_CONFLICT}
 )
 SELECT (SELECT row_to_json(node) FROM node) AS node, (SELECT row_to_json(moved) FROM moved) AS moved,

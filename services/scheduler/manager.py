@@ -544,8 +544,8 @@ class SchedulerManager:
         """This scheduler's event, start and finish at once, in one statement (it is the event's only writer)."""
         await conn.execute(
             "INSERT INTO instance_action_events AS e (action_id, event, host, result, details, start_time,"
-            " finish_time) SELECT id, $3, $4, $5, $6, $7, now() FROM instance_actions WHERE instance_id = $1"
-            f" ORDER BY (request_id = $2) DESC, id DESC LIMIT 1 {actions.ONE_SHOT_CONFLICT}",
+            " finish_time) SELECT a.id, $3, $4, $5, $6, $7, now()"
+            f" FROM ({actions.ACTION_OF.format(instance='$1', request='$2')}) a {actions.ONE_SHOT_CONFLICT}",
             instance_id, ctx.request_id, EVENT, self.conf.host, result, details, started,
         )  # fmt: skip
 
