@@ -144,25 +144,17 @@ async def test_dhcp_is_woken_by_what_it_serves_not_by_a_bind(db: Database, net_c
     listener = await asyncpg.connect(net_dsn)
     await listener.add_listener("stratus_network", lambda *args: heard.append(args[3]))
 
-    async def after(change) -> list[str]:
+    async def heard_after(change) -> list[str]:
         heard.clear()
-        await db.run(change)
+        await change
         await listener.execute("SELECT 1")  # a round trip: notifications sent before it have arrived
         return list(heard)
 
     try:
-        made = []
-        assert await after(lambda conn: _attach_in(conn, net_conf, net["id"], made)) == [net["id"]]
-        port_id = made[0]["id"]
-        assert await after(lambda conn: db_networks.bind_instance_ports(conn, "inst-1", "host-a")) == []
-        rename = "UPDATE ports SET dns_name = 'renamed' WHERE id = $1"
-        assert await after(lambda conn: conn.execute(rename, port_id)) == [net["id"]]
+        assert await heard_after(_attach(db, net_conf, "inst-1", [{"uuid": net["id"]}])) == [net["id"]]
+        bind = db.run(lambda conn: db_networks.bind_instance_ports(conn, "inst-1", "host-a"))
+        assert await heard_after(bind) == []
+        rename = db.run(lambda conn: conn.execute("UPDATE ports SET dns_name = 'renamed' WHERE device_id = 'inst-1'"))
+        assert await heard_after(rename) == [net["id"]]
     finally:
         await listener.close()
-
-
-async def _attach_in(conn, net_conf, network_id: str, out: list) -> None:
-    out += await db_networks.attach_instance_ports(
-        conn, instance_id="inst-1", project_id="proj", hostname="vm1", networks=[{"uuid": network_id}],
-        base_mac=net_conf.network.base_mac,
-    )  # fmt: skip
