@@ -262,7 +262,12 @@ compute_opts = [
         help="Where instance disks and console logs live. Default: <state_path>/instances.",
     ),
     cfg.StrOpt("image_cache_path", help="Where downloaded images are cached. Default: <state_path>/images."),
-    cfg.FloatOpt("report_interval", default=10.0, help="Seconds between capacity reports (also sent on every change)."),
+    cfg.FloatOpt(
+        "report_interval",
+        default=10.0,
+        help="Most seconds between two capacity reports of a host (its heartbeat): a report also goes out after "
+        "every change, and the periodic one is due this long after the last report of either kind.",
+    ),
     cfg.FloatOpt(
         "min_report_interval",
         default=0.5,

@@ -41,9 +41,16 @@ def compute_hosts(conf: cfg.ConfigOpts) -> list[str]:
 
 
 async def report_periodically(manager: ComputeManager, interval: float) -> None:
-    """Capacity now, then every ``interval`` seconds, until cancelled. The report is also this service's
-    heartbeat: the scheduler that persists reports marks the service alive (``services.last_seen_at``)."""
+    """Capacity now, then whenever ``interval`` seconds have passed since the host's last report, until
+    cancelled. A report sent after a change counts, so a busy host sends no more reports than an idle one.
+    The report is also this service's heartbeat: the scheduler that persists reports marks the service alive
+    (``services.last_seen_at``), and no two reports are further apart than ``interval``."""
+    loop = asyncio.get_running_loop()
     while True:
+        wait = manager.last_report + interval - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            continue
         ctx = RequestContext.admin()
         token = ctx.bind()
         try:
@@ -52,7 +59,6 @@ async def report_periodically(manager: ComputeManager, interval: float) -> None:
             LOG.warning("periodic report of %s failed: %s", manager.host, e)
         finally:
             token.var.reset(token)
-        await asyncio.sleep(interval)
 
 
 async def setup(conf: cfg.ConfigOpts, transport: Transport, svc: service.Service) -> None:

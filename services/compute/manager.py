@@ -93,7 +93,7 @@ class ComputeManager:
         self._broker_node = broker_node
         self.firewall = firewall or fw.for_host(conf.compute.connection_uri, host, str(conf.state_path))
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._last_report = float("-inf")  # loop time of the last report sent
+        self.last_report = float("-inf")  # loop time of the last report begun, periodic or after a change
         self._report_due: asyncio.TimerHandle | None = None  # a coalesced report waiting for its turn
         self._background: set[asyncio.Task[None]] = set()
 
@@ -380,7 +380,7 @@ class ComputeManager:
         """Publish this host's capacity to every scheduler and return it. Safe to call any time (it is also
         dispatchable, as "report now"); may raise when the broker does not take the report."""
         # The periodic report also heals the firewall: rebuilt after a restart, group members refreshed.
-        self._last_report = asyncio.get_running_loop().time()
+        self.last_report = asyncio.get_running_loop().time()
         await self._sync_firewall_quietly(ctx or RequestContext.admin())
         report = await self.resources.capacity_report(self._broker_node())
         await self.conductor.report_capacity(ctx or RequestContext.admin(), capacity=report)
@@ -412,7 +412,7 @@ class ComputeManager:
         if self._report_due is not None:
             return  # the report already due will include this change
         loop = asyncio.get_running_loop()
-        wait = self._last_report + self.conf.compute.min_report_interval - loop.time()
+        wait = self.last_report + self.conf.compute.min_report_interval - loop.time()
         if wait <= 0:
             await self._report_now(ctx)
             return

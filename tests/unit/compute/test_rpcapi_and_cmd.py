@@ -96,6 +96,32 @@ async def test_periodic_report_survives_a_failed_round(manager, conductor):
     assert len(calls) >= 2
 
 
+async def test_a_report_after_a_change_postpones_the_periodic_one(manager, conductor):
+    """The periodic report is due ``interval`` after the host's last report of any kind: a host whose changes
+    keep it reporting sends no extra periodic ones, and no two reports are further apart than ``interval``."""
+    loop = asyncio.get_running_loop()
+    await manager.report_capacity(RequestContext.admin())  # as after a build
+    changed_at = manager.last_report
+    task = asyncio.create_task(cmd.report_periodically(manager, interval=0.4))
+    try:
+        await asyncio.sleep(0.2)
+        assert len(conductor.named("report_capacity")) == 1  # only the change's report so far
+        await manager.report_capacity(RequestContext.admin())  # another change, 0.2 s later
+        second_change = manager.last_report
+        for _ in range(300):
+            if len(conductor.named("report_capacity")) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        periodic_at = loop.time()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(conductor.named("report_capacity")) == 3
+    assert periodic_at - second_change >= 0.4  # counted from the latest report, not from the first
+    assert periodic_at - changed_at >= 0.6
+
+
 @pytest.mark.parametrize("name", ["", "a-name-that-is-too-long", "br/x", "br x"])
 async def test_bridge_names_the_kernel_would_refuse_fail_clearly(name):
     with pytest.raises(BridgeUnavailable, match="not a valid interface name"):
