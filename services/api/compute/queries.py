@@ -15,13 +15,12 @@ from common.db.aggregates import AGGREGATE_ZONE
 
 __all__ = [
     "addresses_for",
-    "flavor_and_image",
+    "boot_reads",
     "get_port",
     "host_zones",
     "list_services",
     "node_states",
     "project_usage",
-    "visible_network",
     "visible_networks",
 ]
 
@@ -41,26 +40,20 @@ async def addresses_for(conn: asyncpg.Connection, instance_ids: Sequence[str]) -
     return out
 
 
-async def flavor_and_image(
-    conn: asyncpg.Connection, flavor_id: str, image_id: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The flavor and the (not deleted) image a boot names, in one round trip: each its columns as JSON gives
-    them (timestamps as strings), or None."""
+async def boot_reads(
+    conn: asyncpg.Connection, flavor_id: str, image_id: str, network_ids: Sequence[str], project_id: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, set[str]]:
+    """What a boot names, read in one round trip: the flavor and the (not deleted) image, each its columns as
+    JSON gives them (timestamps as strings) or None, and which of ``network_ids`` ``project_id`` may attach to
+    (shared or its own; any network when ``project_id`` is None)."""
     row = await conn.fetchrow(
         "SELECT (SELECT row_to_json(f) FROM flavors f WHERE f.id = $1) AS flavor,"
-        " (SELECT row_to_json(i) FROM images i WHERE i.id = $2 AND i.deleted_at IS NULL) AS image",
-        flavor_id, image_id,
+        " (SELECT row_to_json(i) FROM images i WHERE i.id = $2 AND i.deleted_at IS NULL) AS image,"
+        " ARRAY(SELECT id FROM networks WHERE id = ANY($3::text[])"
+        "       AND ($4::text IS NULL OR shared OR project_id = $4)) AS networks",
+        flavor_id, image_id, list(network_ids), project_id,
     )  # fmt: skip
-    return row["flavor"], row["image"]
-
-
-async def visible_network(conn: asyncpg.Connection, network_id: str, project_id: str | None) -> asyncpg.Record | None:
-    """The network if ``project_id`` may attach to it (shared or its own); any network when ``project_id`` is None."""
-    if project_id is None:
-        return await conn.fetchrow("SELECT * FROM networks WHERE id = $1", network_id)
-    return await conn.fetchrow(
-        "SELECT * FROM networks WHERE id = $1 AND (shared OR project_id = $2)", network_id, project_id
-    )
+    return row["flavor"], row["image"], set(row["networks"])
 
 
 async def visible_networks(conn: asyncpg.Connection, project_id: str) -> list[asyncpg.Record]:

@@ -227,14 +227,18 @@ def image_snapshot(image: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _flavor_and_image(
-    conn: asyncpg.Connection, c: RequestContext, flavor_id: str, image_id: str
-) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    """The boot's flavor and image, read in one round trip; 400 for one the caller may not use."""
-    flavor, image = await queries.flavor_and_image(conn, flavor_id, image_id)
+async def _boot_reads(
+    conn: asyncpg.Connection, c: RequestContext, boot: BootRequest
+) -> tuple[Mapping[str, Any], Mapping[str, Any], set[str]]:
+    """The boot's flavor and image, and which networks it names the caller may attach to, read in one round trip;
+    400 for a flavor or image the caller may not use."""
+    named = [n["uuid"] for n in boot.networks if "uuid" in n] if isinstance(boot.networks, list) else []
+    flavor, image, visible = await queries.boot_reads(
+        conn, boot.flavor_id, boot.image_id, named, None if c.is_admin else c.project_id
+    )
     if flavor is None or (not flavor["is_public"] and not c.is_admin):
-        raise exceptions.BadRequest(f"Flavor {flavor_id} could not be found.")
-    return flavor, _check_image(c, image_id, image, flavor)
+        raise exceptions.BadRequest(f"Flavor {boot.flavor_id} could not be found.")
+    return flavor, _check_image(c, boot.image_id, image, flavor), visible
 
 
 def _check_image(
@@ -267,9 +271,10 @@ def _check_image(
 
 
 async def _networks(
-    conn: asyncpg.Connection, c: RequestContext, requested: str | list[dict[str, Any]]
+    conn: asyncpg.Connection, c: RequestContext, requested: str | list[dict[str, Any]], visible: set[str]
 ) -> list[dict[str, Any]]:
-    """The request's networks resolved to ``[{"uuid": ...}|{"port": ...}]``; 'auto' picks the only candidate."""
+    """The request's networks resolved to ``[{"uuid": ...}|{"port": ...}]``; 'auto' picks the only candidate.
+    ``visible``: the networks named by uuid that the caller may attach to (``_boot_reads``)."""
     project = None if c.is_admin else c.project_id
     if requested == "none":
         return []
@@ -293,10 +298,9 @@ async def _networks(
                 raise exceptions.BadRequest(f"Port {net['port']} could not be found.")
             out.append({"port": port["id"], "uuid": port["network_id"]})
             continue
-        network = await queries.visible_network(conn, net["uuid"], project)
-        if network is None:
+        if net["uuid"] not in visible:
             raise exceptions.BadRequest(f"Network {net['uuid']} could not be found.")
-        entry = {"uuid": network["id"]}
+        entry = {"uuid": net["uuid"]}
         if "fixed_ip" in net:
             entry["fixed_ip"] = net["fixed_ip"]
         out.append(entry)
@@ -345,8 +349,8 @@ async def create_server(request: web.Request) -> web.Response:
     boot = parse_boot_request(await json_body(request, schemas.SERVER_CREATE), conf.api.max_servers_per_request)
 
     async def work(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, list[dict[str, Any]]]]:
-        flavor, image = await _flavor_and_image(conn, c, boot.flavor_id, boot.image_id)
-        networks = await _networks(conn, c, boot.networks)
+        flavor, image, visible = await _boot_reads(conn, c, boot)
+        networks = await _networks(conn, c, boot.networks, visible)
         key_data = None
         if boot.key_name is not None:
             key = await keypairs_db.get(conn, c.user_id, boot.key_name)

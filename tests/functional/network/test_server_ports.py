@@ -61,3 +61,46 @@ async def test_a_build_no_scheduler_takes_is_error_naming_the_cast_and_gives_bac
     assert action["message"] == "Error" and action["finish_time"] is not None
     assert [(e["event"], e["result"]) for e in events] == [("api_schedule_instance", "Error")]
     assert "casting build_instances to topic 'scheduler'" in str(fault_row["details"])
+
+
+async def test_a_boot_may_name_only_networks_its_project_may_attach_to(net_dsn: str, rabbit_vhost, db: Database):
+    """Another project's private network is a 400 naming it, and nothing is made; a shared network, or any network
+    for an admin, is accepted (the build then fails here for want of a scheduler, which is not the point)."""
+    conf = make_conf(net_dsn, transport_url=rabbit_vhost.transport_url)
+    flavor = await db.run(lambda conn: flavors_db.create(conn, name="tiny2", vcpus=1, ram_mb=64, disk_gb=1))
+    image = await db.run(
+        lambda conn: images_db.create(conn, {
+            "project_id": "p-admin", "name": "img2", "status": "active", "visibility": "public",
+            "disk_format": "qcow2", "container_format": "bare", "location": "file:///nowhere", "size": 1,
+        })
+    )  # fmt: skip
+    transport = await Transport.connect(conf, service="test-api")
+    try:
+        async with serve_api(conf, db, transport) as api:
+            compute = Api(api.client, api.tokens, prefix="/compute/v2.1")
+            nets = {}
+            for name, body in (("alices", {"name": "alices"}), ("shared", {"name": "shared", "shared": True})):
+                who = "alice" if name == "alices" else "admin"
+                status, net = await api.post("/networks", {"network": body}, who=who)
+                assert status == 201, net
+                nets[name] = net["network"]["id"]
+                subnet = {"network_id": nets[name], "cidr": f"10.78.{len(nets)}.0/29", "ip_version": 4}
+                assert (await api.post("/subnets", {"subnet": subnet}, who=who))[0] == 201
+
+            async def boot(who: str, *names: str) -> tuple[int, dict]:
+                server = {"name": f"{who}-vm", "flavorRef": flavor["id"], "imageRef": image["id"],
+                          "networks": [{"uuid": nets[n]} for n in names]}  # fmt: skip
+                return await compute.post("/servers", {"server": server}, who=who)
+
+            status, reply = await boot("bob", "shared", "alices")
+            assert status == 400, reply
+            assert reply["badRequest"]["message"] == f"Network {nets['alices']} could not be found.", reply
+            status, ports = await api.get("/ports?device_owner=compute:nova", who="admin")
+            assert status == 200 and ports["ports"] == [], "a refused boot left a port behind"
+            status, servers = await compute.get("/servers", who="bob")
+            assert status == 200 and servers["servers"] == [], "a refused boot left a server behind"
+            for who, names in (("bob", ("shared",)), ("alice", ("alices", "shared")), ("admin", ("alices",))):
+                status, reply = await boot(who, *names)
+                assert status == 202, (who, reply)
+    finally:
+        await transport.close()
