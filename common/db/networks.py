@@ -468,16 +468,32 @@ async def create_network_with_subnet(
 # ----- ports -----------------------------------------------------------------------------------------------------
 
 
-async def _insert_port(conn: asyncpg.Connection, cols: dict[str, Any]) -> asyncpg.Record | None:
-    names = list(cols)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+def _insert_port_sql(names: Sequence[str], first: int = 1) -> str:
+    """INSERT of one port with columns ``names`` as parameters ``$first``..., nothing on a MAC clash."""
+    placeholders = ", ".join(f"${i}" for i in range(first, first + len(names)))
     # clock_timestamp(), not now(): ports made in one transaction (an instance's NICs) keep their creation order.
-    return await conn.fetchrow(
+    return (
         f"INSERT INTO ports ({', '.join(names)}, created_at, updated_at)"
         f" VALUES ({placeholders}, clock_timestamp(), clock_timestamp())"
-        " ON CONFLICT (mac_address) DO NOTHING RETURNING *",
-        *cols.values(),
+        " ON CONFLICT (mac_address) DO NOTHING RETURNING *"
     )
+
+
+async def _insert_port(conn: asyncpg.Connection, cols: dict[str, Any]) -> asyncpg.Record | None:
+    return await conn.fetchrow(_insert_port_sql(list(cols)), *cols.values())
+
+
+async def _insert_port_with_address(
+    conn: asyncpg.Connection, cols: dict[str, Any], look: tuple[Any, ...]
+) -> tuple[dict[str, Any] | None, IPv4Address | None]:
+    """The port and, in the same statement, an address from where ``allocate_ip`` looks first (``look``:
+    ``ipam.first_look``): (port, address), (port, None) when that look found none, (None, None) on a MAC clash."""
+    row = await conn.fetchrow(ipam.allocation_with_port(_insert_port_sql(list(cols), first=8)), *look, *cols.values())
+    if row is None:
+        return None, None
+    port = dict(row)
+    ip = port.pop("allocated_ip")
+    return port, IPv4Address(ip) if ip is not None else None
 
 
 def _subnet_for_ip(subnets: Sequence[Mapping[str, Any]], ip: IPv4Address, network_id: str) -> Mapping[str, Any]:
@@ -534,7 +550,7 @@ class NewPort(NamedTuple):
     """What ``create_port`` made: the row, its network (the columns ``port_info`` reads) and its addresses with
     their subnets (enough to describe the port without reading it back)."""
 
-    port: asyncpg.Record
+    port: Mapping[str, Any]
     network: Mapping[str, Any]
     addresses: list[tuple[Mapping[str, Any], IPv4Address]]
 
@@ -592,7 +608,7 @@ async def create_port(
         "auto_delete": auto_delete,
         "dns_name": dns_name,
     }
-    port = None
+    port: Mapping[str, Any] | None = None
     if mac_address is not None:
         cols["mac_address"] = ipam.parse_mac(mac_address)
         port = await _insert_port(conn, cols)
@@ -600,14 +616,24 @@ async def create_port(
             raise exceptions.Conflict(
                 f"Unable to complete operation for network {network_id}. The mac address {mac_address} is in use."
             )
-    else:
-        for _ in range(MAC_ATTEMPTS):
-            cols["mac_address"] = ipam.random_mac(base_mac)
-            port = await _insert_port(conn, cols)
-            if port is not None:
-                break
+        return NewPort(port, network, await _allocate(conn, network_id, port["id"], subnets, fixed_ips))
+    # The usual port (a random MAC, one address from the first IPv4 subnet) is made with its address in one
+    # statement when the first look finds one; ``_allocate`` does the rest of the search when it does not.
+    subnet = next((s for s in subnets if s["ip_version"] == 4), None) if fixed_ips is None else None
+    look = ipam.first_look(subnet) if subnet is not None else None
+    ip = None
+    for _ in range(MAC_ATTEMPTS):
+        cols["mac_address"] = ipam.random_mac(base_mac)
+        if look is not None:
+            port, ip = await _insert_port_with_address(conn, cols, look)
         else:
-            raise exceptions.Conflict(f"Could not find a free MAC address under {base_mac} in {MAC_ATTEMPTS} tries.")
+            port = await _insert_port(conn, cols)
+        if port is not None:
+            break
+    else:
+        raise exceptions.Conflict(f"Could not find a free MAC address under {base_mac} in {MAC_ATTEMPTS} tries.")
+    if ip is not None:
+        return NewPort(port, network, [(subnet, ip)])
     return NewPort(port, network, await _allocate(conn, network_id, port["id"], subnets, fixed_ips))
 
 

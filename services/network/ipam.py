@@ -376,6 +376,34 @@ SELECT (SELECT ip FROM claimed) AS ip, (SELECT count(*) FROM free) AS free
 """
 
 
+def allocation_with_port(insert_port: str) -> str:
+    """``_ALLOCATE_LOWEST`` for a port made by the same statement: ``insert_port`` inserts one row into ``ports``
+    (``RETURNING *``), its parameters numbered from $8; the address goes to the port it returns, so a port it
+    does not make (its MAC was taken) gets none. Parameters $1..$7 are ``first_look``'s. Returns the port's
+    columns plus ``allocated_ip``: the address, or NULL when the first look found none to take (then
+    ``allocate_ip`` does the rest)."""
+    return f"""
+WITH port AS ({insert_port}), {_FREE}, claimed AS (
+    INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
+    SELECT $1, free.ip, port.id, $6 FROM free, port WHERE pg_try_advisory_xact_lock($7, hashtext($1 || host(free.ip)))
+    LIMIT 1
+    ON CONFLICT (subnet_id, ip_address) DO NOTHING
+    RETURNING host(ip_address) AS ip
+)
+SELECT port.*, (SELECT ip FROM claimed) AS allocated_ip FROM port"""
+
+
+def first_look(subnet: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The parameters $1..$7 of ``allocation_with_port`` for where ``allocate_ip`` looks first in ``subnet``
+    (its first pool, or that pool's first window); None when the subnet has no pool."""
+    _, gateway, pools = subnet_facts(subnet)
+    if not pools:
+        return None
+    start, end = _search_ranges(pools[0])[0]
+    excluded = [gateway] if gateway is not None else []
+    return subnet["id"], start, end, excluded, CANDIDATE_BATCH, subnet["network_id"], _IPAM_LOCK_CLASS
+
+
 async def lowest_free(
     conn: asyncpg.Connection,
     subnet_id: str,
