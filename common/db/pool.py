@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +11,8 @@ from typing import TypeVar
 import asyncpg
 import tenacity
 from oslo_config import cfg
+
+from common import jsonutils
 
 __all__ = ["Database", "init_connection"]
 
@@ -35,7 +36,7 @@ RETRYABLE = (
 async def init_connection(conn: asyncpg.Connection) -> None:
     """What every pooled connection gets: json and jsonb as Python values."""
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=jsonutils.dumps_str, decoder=jsonutils.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

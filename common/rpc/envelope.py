@@ -7,12 +7,11 @@ each cast keeps its own context, sender and timestamp, and a consumer handles ea
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from common import exceptions
+from common import exceptions, jsonutils
 from common.context import RequestContext
 
 __all__ = [
@@ -49,7 +48,7 @@ class Request:
 
 
 def encode_request(method: str, args: dict[str, Any], ctx: RequestContext, sender: str) -> tuple[bytes, dict]:
-    body = json.dumps({"method": method, "args": args, "version": VERSION}, default=str).encode()
+    body = jsonutils.dumps({"method": method, "args": args, "version": VERSION})
     headers: dict[str, Any] = {k: v for k in _CTX_KEYS if (v := getattr(ctx, k)) is not None}
     headers["roles"] = ",".join(ctx.roles)
     headers["sender"] = sender
@@ -65,7 +64,7 @@ def _header_str(value: Any) -> str | None:
 
 def decode_request(body: bytes, headers: dict[str, Any] | None) -> Request:
     try:
-        data = json.loads(body)
+        data = jsonutils.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedMessage(f"body is not JSON: {e}") from e
     return request_from(data, headers)
@@ -91,7 +90,7 @@ def request_from(data: Any, headers: dict[str, Any] | None) -> Request:
 
 def encode_batch(parts: list[tuple[bytes, dict[str, Any]]], sender: str) -> tuple[bytes, dict[str, Any]]:
     """One message carrying the encoded requests ``parts`` (``encode_request``'s results, in order)."""
-    items = b",".join(b'{"request":' + body + b',"headers":' + json.dumps(h).encode() + b"}" for body, h in parts)
+    items = b",".join(b'{"request":' + body + b',"headers":' + jsonutils.dumps(h) + b"}" for body, h in parts)
     return b'{"batch":[' + items + b"]}", {"batch": len(parts), "sender": sender, "sent_at": f"{time.time():.6f}"}
 
 
@@ -103,7 +102,7 @@ def decode_batch(body: bytes) -> list[tuple[Any, dict[str, Any]]]:
     """The (decoded body, headers) of each request in a batch, for ``request_from``; ``MalformedMessage`` when
     the batch itself cannot be read (a malformed item is found by ``request_from``, item by item)."""
     try:
-        data = json.loads(body)
+        data = jsonutils.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedMessage(f"batch body is not JSON: {e}") from e
     items = data.get("batch") if isinstance(data, dict) else None
@@ -121,17 +120,17 @@ def requests_in(body: bytes, headers: dict[str, Any] | None) -> list[Request]:
 
 
 def encode_result(result: Any) -> bytes:
-    return json.dumps({"result": result}, default=str).encode()
+    return jsonutils.dumps({"result": result})
 
 
 def encode_error(exc: BaseException) -> bytes:
     message = exc.message if isinstance(exc, exceptions.StratusError) else str(exc)
-    return json.dumps({"error": {"type": type(exc).__name__, "message": message}}).encode()
+    return jsonutils.dumps({"error": {"type": type(exc).__name__, "message": message}})
 
 
 def decode_reply(body: bytes) -> Any:
     """The call's result, or raise the remote error (whitelisted class, else ``RemoteError``)."""
-    data = json.loads(body)
+    data = jsonutils.loads(body)
     if "error" in data:
         err = data["error"]
         cls = exceptions.by_name(err.get("type", ""))

@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import enum
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from common import exceptions
+from common import exceptions, jsonutils
 from common.db.pool import RETRYABLE as DB_RETRYABLE
 from common.rpc import envelope
 
@@ -190,7 +189,7 @@ class Dispatcher:
         if not self.acks:
             return _Outcome.DONE  # fanout data: dropped, the next report heals it
         try:
-            body = json.dumps(data, default=str).encode()
+            body = jsonutils.dumps(data)
             await self.transport.publish(body, headers, dlq_name(self.label), exchange="")
         except exceptions.StratusError as e:
             LOG.warning("%s: could not dead-letter a request (%s); the batch comes again", self.label, e)
