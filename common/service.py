@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ from oslo_config import cfg
 from common import config, log
 from common.rpc import Transport
 
-__all__ = ["Service", "main"]
+__all__ = ["Service", "main", "settle_heap"]
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +35,23 @@ class Service:
 
 Setup = Callable[[cfg.ConfigOpts, Transport, Service], Awaitable[None]]
 
+# CPython collects the young generation every 700 allocations of container objects; a service allocates
+# thousands per request, so it collected hundreds of times a second, each time walking whatever was in flight.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once a daemon has started: what it holds by then (modules, config, pools, a compute's libvirt connections,
+    a scheduler's host view) is kept for good, so ``gc.freeze`` takes it out of the cyclic collector's sight (a
+    1,000-host compute holds about 280,000 objects, and every full collection walked them all), and the young
+    generation is collected every ``GC_YOUNG_THRESHOLD`` allocations. In boot.py at 1,000 hosts the API, scheduler
+    and compute spent 0.43-0.51 s of CPU in the collector per 1,000 boots with CPython's defaults and 0.11-0.12
+    with these (about 0.35 ms per boot)."""
+    gc.collect()  # startup's garbage is collected, not frozen
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
 
 async def run(conf: cfg.ConfigOpts, name: str, setup: Setup, drain_timeout: float = 30.0) -> None:
     transport = await Transport.connect(conf, service=name)
@@ -44,6 +62,7 @@ async def run(conf: cfg.ConfigOpts, name: str, setup: Setup, drain_timeout: floa
         loop.add_signal_handler(sig, stop.set)
     try:
         await setup(conf, transport, service)
+        settle_heap()
         LOG.info("%s started on broker node %s", name, transport.broker_node)
         await stop.wait()
         LOG.info("%s stopping: no new messages; finishing in-flight work", name)

@@ -13,6 +13,7 @@ from oslo_config import cfg
 from common import config, log
 from common.db.pool import Database
 from common.rpc import Transport
+from common.service import settle_heap
 from services.api.app import DRAINING, create_app
 
 LOG = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ async def serve(conf: cfg.ConfigOpts) -> None:
     await runner.setup()
     site = web.TCPSite(runner, conf.api.listen_host, conf.api.listen_port, reuse_address=True)
     await site.start()
+    settle_heap()
     LOG.info("API listening on %s:%s", conf.api.listen_host, conf.api.listen_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

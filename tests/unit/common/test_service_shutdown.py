@@ -44,3 +44,19 @@ async def test_a_task_that_never_stops_is_named_and_does_not_hold_shutdown(caplo
     assert "tasks still running at exit: report-h1" in caplog.text
     release.set()
     await task
+
+
+def test_a_started_daemon_freezes_what_it_holds_and_collects_the_young_generation_less_often():
+    import gc
+
+    from common import service
+
+    before = gc.get_threshold()
+    try:
+        held = [{"host": i} for i in range(1000)]  # what a service keeps from its start
+        service.settle_heap()
+        assert gc.get_freeze_count() >= len(held)
+        assert gc.get_threshold() == (service.GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
