@@ -364,14 +364,23 @@ _LOWEST_FREE = f"WITH {_FREE} SELECT host(ip) AS ip FROM free"
 # over the candidates instead of queueing on one uncommitted row. The two-key lock space is Stratus IPAM's alone.
 # ``free`` counts the candidates: 0 means the pool is full, more means they were all being taken (look again).
 _IPAM_LOCK_CLASS = 0x1BA4
-_ALLOCATE_LOWEST = f"""
-WITH {_FREE}, claimed AS (
+
+
+def _claim(port: str, source: str = "free") -> str:
+    """The CTE ``claimed``: the first candidate of ``free`` nobody else is taking, for port ``port`` (an SQL
+    expression over ``source``). Parameters after ``_FREE``'s: $6 the network, $7 the lock class."""
+    return f"""claimed AS (
     INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
-    SELECT $1, free.ip, $6, $7 FROM free WHERE pg_try_advisory_xact_lock($8, hashtext($1 || host(free.ip)))
+    SELECT $1, free.ip, {port}, $6 FROM {source} WHERE pg_try_advisory_xact_lock($7, hashtext($1 || host(free.ip)))
     LIMIT 1
     ON CONFLICT (subnet_id, ip_address) DO NOTHING
     RETURNING host(ip_address) AS ip
-)
+)"""
+
+
+# $8: the port.
+_ALLOCATE_LOWEST = f"""
+WITH {_FREE}, {_claim("$8")}
 SELECT (SELECT ip FROM claimed) AS ip, (SELECT count(*) FROM free) AS free
 """
 
@@ -383,13 +392,7 @@ def allocation_with_port(insert_port: str) -> str:
     columns plus ``allocated_ip``: the address, or NULL when the first look found none to take (then
     ``allocate_ip`` does the rest)."""
     return f"""
-WITH port AS ({insert_port}), {_FREE}, claimed AS (
-    INSERT INTO ip_allocations (subnet_id, ip_address, port_id, network_id)
-    SELECT $1, free.ip, port.id, $6 FROM free, port WHERE pg_try_advisory_xact_lock($7, hashtext($1 || host(free.ip)))
-    LIMIT 1
-    ON CONFLICT (subnet_id, ip_address) DO NOTHING
-    RETURNING host(ip_address) AS ip
-)
+WITH port AS ({insert_port}), {_FREE}, {_claim("port.id", "free, port")}
 SELECT port.*, (SELECT ip FROM claimed) AS allocated_ip FROM port"""
 
 
@@ -489,7 +492,7 @@ async def allocate_ip(
         for pool in sorted(pools):
             for start, end in _search_ranges(pool):
                 row = await conn.fetchrow(
-                    _ALLOCATE_LOWEST, sid, start, end, excluded, batch, port_id, nid, _IPAM_LOCK_CLASS
+                    _ALLOCATE_LOWEST, sid, start, end, excluded, batch, nid, _IPAM_LOCK_CLASS, port_id
                 )
                 if row["ip"] is not None:
                     return IPv4Address(row["ip"])
