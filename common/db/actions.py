@@ -13,6 +13,7 @@ __all__ = [
     "ACTION_OF",
     "FINISH_ACTION",
     "ONE_SHOT_CONFLICT",
+    "START_ACTION",
     "UPSERT_EVENTS",
     "add_event",
     "add_events",
@@ -26,6 +27,15 @@ __all__ = [
 ]
 
 
+START_ACTION = (
+    "INSERT INTO instance_actions (instance_id, request_id, action, project_id, user_id) {rows}"
+    " ON CONFLICT (instance_id, request_id) DO UPDATE SET updated_at = now()"
+)
+"""``start_action`` as SQL with ``{rows}`` (``VALUES`` or a ``SELECT`` of instance id, request id, action,
+project id, user id) to fill in (``instances.create`` embeds it to start the action in the statement that makes
+the instance)."""
+
+
 async def start_action(
     conn: asyncpg.Connection,
     *,
@@ -37,9 +47,7 @@ async def start_action(
 ) -> int:
     """Create (or find, on redelivery) the action for this request; returns its id."""
     return await conn.fetchval(
-        "INSERT INTO instance_actions (instance_id, request_id, action, project_id, user_id)"
-        " VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (instance_id, request_id) DO UPDATE SET updated_at = now() RETURNING id",
+        START_ACTION.format(rows="VALUES ($1, $2, $3, $4, $5)") + " RETURNING id",
         instance_id, request_id, action, project_id, user_id,
     )  # fmt: skip
 

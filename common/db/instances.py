@@ -75,10 +75,10 @@ async def create(conn: asyncpg.Connection, values: dict[str, Any], *, request_id
     cols = list(values)
     args = [_value(values[c]) for c in cols] + [request_id, action]
     placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+    action_row = f"SELECT id, ${len(args) - 1}, ${len(args)}, project_id, user_id FROM i"
     return await conn.fetchrow(
         f"WITH i AS (INSERT INTO instances ({', '.join(cols)}) VALUES ({placeholders}) RETURNING *),"
-        " a AS (INSERT INTO instance_actions (instance_id, request_id, action, project_id, user_id)"
-        f" SELECT id, ${len(args) - 1}, ${len(args)}, project_id, user_id FROM i)"
+        f" a AS ({actions.START_ACTION.format(rows=action_row)})"
         " SELECT * FROM i",
         *args,
     )
