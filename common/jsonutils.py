@@ -32,4 +32,4 @@ def dumps(value: Any) -> bytes:
 
 def dumps_str(value: Any) -> str:
     """``value`` as JSON text (what asyncpg's text codecs take)."""
-    return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+    return dumps(value).decode()
