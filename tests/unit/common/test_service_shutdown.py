@@ -52,10 +52,11 @@ def test_a_started_daemon_freezes_what_it_holds_and_collects_the_young_generatio
     from common import service
 
     before = gc.get_threshold()
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
     try:
-        held = [{"host": i} for i in range(1000)]  # what a service keeps from its start
         service.settle_heap()
-        assert gc.get_freeze_count() >= len(held)
+        assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == (service.GC_YOUNG_THRESHOLD, before[1], before[2])
     finally:
         gc.unfreeze()
