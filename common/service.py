@@ -45,8 +45,8 @@ def settle_heap() -> None:
     a scheduler's host view) is kept for good, so ``gc.freeze`` takes it out of the cyclic collector's sight (a
     1,000-host compute holds about 280,000 objects, and every full collection walked them all), and the young
     generation is collected every ``GC_YOUNG_THRESHOLD`` allocations. In boot.py at 1,000 hosts the API, scheduler
-    and compute spent 0.43-0.51 s of CPU in the collector per 1,000 boots with CPython's defaults and 0.11-0.12
-    with these (about 0.35 ms per boot)."""
+    and compute spent 0.47-0.57 s of CPU in the collector per 1,000 boots with CPython's defaults and 0.09 s with
+    this (about 0.4 ms per boot; thread CPU time in ``gc.callbacks``, two interleaved runs each)."""
     gc.collect()  # startup's garbage is collected, not frozen
     gc.freeze()
     _, older, oldest = gc.get_threshold()
