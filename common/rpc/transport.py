@@ -56,6 +56,13 @@ _TRANSIENT = (
 )
 
 
+def _transient(e: BaseException) -> bool:
+    """A publish failure that a lost node or channel explains, worth waiting for the broker and publishing again.
+    Besides ``_TRANSIENT`` and timeouts: aiormq rejects a confirm still pending when its channel closes without a
+    reason with a bare ``Exception`` (its ``FutureStore.reject_all``), which a node kill can produce."""
+    return isinstance(e, (*_TRANSIENT, TimeoutError)) or type(e) is Exception
+
+
 def parse_transport_url(url: str) -> list[str]:
     """``amqp://u:p@h1:1,h2:2/vh`` → one full URL per node (credentials and vhost shared)."""
     scheme, rest = url.split("://", 1)
@@ -372,7 +379,9 @@ class Transport:
                     raise exceptions.ServiceUnavailable(f"the broker refused a publish to {routing_key!r}") from e
                 await self._on_nack(routing_key)
                 continue
-            except (*_TRANSIENT, TimeoutError) as e:
+            except Exception as e:
+                if not _transient(e):
+                    raise
                 if once:
                     if self._connection is None or self._connection.is_closed:
                         self._lost.set()
