@@ -39,6 +39,15 @@ default_opts = [
         default="/var/lib/stratus",
         help="Top directory for state this host keeps (instances, image cache, network namespaces' files).",
     ),
+    cfg.StrOpt(
+        "event_loop",
+        default="uvloop",
+        choices=[
+            ("uvloop", "libuv's loop (uvloop): less CPU per request and message than asyncio's own"),
+            ("asyncio", "the standard library's loop, e.g. to rule the loop out when diagnosing a daemon"),
+        ],
+        help="The event loop every Stratus daemon runs on.",
+    ),
 ]
 
 database_opts = [

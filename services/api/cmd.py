@@ -13,7 +13,7 @@ from oslo_config import cfg
 from common import config, log
 from common.db.pool import Database
 from common.rpc import Transport
-from common.service import settle_heap
+from common.service import run_daemon, settle_heap
 from services.api.app import DRAINING, create_app
 
 LOG = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ async def serve(conf: cfg.ConfigOpts) -> None:
 def main() -> None:
     conf = config.parse_args(sys.argv[1:], prog="stratus-api")
     log.setup(conf, "stratus-api")
-    asyncio.run(serve(conf))
+    run_daemon(conf, serve(conf))
 
 
 if __name__ == "__main__":

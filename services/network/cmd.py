@@ -13,6 +13,7 @@ from common import config, log
 from common.db.pool import Database
 from common.rpc import Transport
 from common.rpc.server import serve_topic
+from common.service import run_daemon
 from services.network import dhcp
 from services.network.manager import NetworkManager
 from services.network.rpcapi import NetworkAPI
@@ -77,7 +78,7 @@ def main() -> None:
         done = asyncio.run(dhcp.teardown_all(conf.state_path))
         LOG.info("tore down DHCP/DNS/metadata of %d network(s): %s", len(done), ", ".join(done) or "none")
         return
-    asyncio.run(serve(conf))
+    run_daemon(conf, serve(conf))
 
 
 if __name__ == "__main__":

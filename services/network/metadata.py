@@ -30,6 +30,7 @@ from aiohttp import web
 from common import config, log
 from common.db.pool import Database
 from common.metadata import ec2_metadata, instance_documents
+from common.service import run_daemon
 
 __all__ = ["build_app", "main"]
 
@@ -196,7 +197,7 @@ def main() -> None:
     args, rest = parser.parse_known_args(sys.argv[1:])
     conf = config.parse_args(rest, prog="stratus-metadata")
     log.setup(conf, "stratus-metadata")
-    asyncio.run(serve(conf, args.network_id, args.netns, args.pid_file))
+    run_daemon(conf, serve(conf, args.network_id, args.netns, args.pid_file))
 
 
 if __name__ == "__main__":

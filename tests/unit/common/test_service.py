@@ -1,10 +1,12 @@
-"""Service shutdown cancels its periodic tasks even when a cancel is swallowed (Python 3.11's ``wait_for`` can)."""
+"""The service lifecycle: the loop a daemon runs on, the heap settled after start, and shutdown cancelling its
+periodic tasks even when a cancel is swallowed (Python 3.11's ``wait_for`` can)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from common import config, service
 from common.service import _cancel_all
 
 
@@ -49,8 +51,6 @@ async def test_a_task_that_never_stops_is_named_and_does_not_hold_shutdown(caplo
 def test_a_started_daemon_freezes_what_it_holds_and_collects_the_young_generation_less_often():
     import gc
 
-    from common import service
-
     before = gc.get_threshold()
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
@@ -61,3 +61,21 @@ def test_a_started_daemon_freezes_what_it_holds_and_collects_the_young_generatio
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _loop_kind() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+async def _loop_kind_after(value: int) -> tuple[str, int]:
+    await asyncio.sleep(0)
+    return _loop_kind(), value
+
+
+def test_a_daemon_runs_on_the_loop_its_config_names():
+    conf = config.new_conf()
+    conf([], project="stratus")
+    assert conf.event_loop == "uvloop"  # the default
+    assert service.run_daemon(conf, _loop_kind_after(1)) == ("uvloop", 1)
+    conf.set_override("event_loop", "asyncio")
+    assert service.run_daemon(conf, _loop_kind_after(2)) == ("asyncio", 2)
