@@ -1,6 +1,7 @@
 """Boot N servers through the API with C concurrent clients on libvirt test:///default hosts.
 
-Starts its own PostgreSQL, RabbitMQ and Stratus services (like the tests), prints API latency p50/p99 and
+Starts its own PostgreSQL (with devstack's settings: durable, ``synchronous_commit`` off), RabbitMQ and Stratus
+services (like the tests; the services on the benchmark's own Python), prints API latency p50/p99 and
 end-to-end boots/s (first POST to last ACTIVE), JSON on the last line. ``--record`` appends to RESULTS.md.
 
     python -m benchmarks.boot --hosts 10 --servers 200 --clients 20
@@ -124,7 +125,7 @@ def main() -> None:
                     help="services reach PostgreSQL over TCP loopback, as from another machine (default: its Unix "
                     "socket, as devstack's services on the database's machine do)")  # fmt: skip
     args = ap.parse_args()
-    pg, rabbit = PostgresServer(), RabbitCluster(1)
+    pg, rabbit = PostgresServer(durable=True), RabbitCluster(1)
     with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp:
         pg.start()
         try:

@@ -1,12 +1,13 @@
 """Scheduling decisions per second with N parallel schedulers over H hosts fed by the capacity fanout.
 
-Starts its own PostgreSQL and RabbitMQ and a Stratus control plane (API, network, N schedulers) but no compute
-service: the benchmark itself publishes H hosts' capacity reports on the ``capacity`` fanout (every
-report_interval, as computes do) and plays every compute with one queue bound to ``compute.*``. It inserts R
-instances waiting for scheduling (random flavors), casts ``build_instances`` for each, and measures for each
-decision "request consumed by a scheduler → claim committed → build cast received" while the schedulers
-drain a queue holding every request (hosts in the DB and requests queued before they start); then audits every
-host for over-commit (usage above its limit, or usage different from the sum of its allocations).
+Starts its own PostgreSQL (devstack's settings: durable, ``synchronous_commit`` off) and RabbitMQ and a Stratus
+control plane (API, network, N schedulers) but no compute service: the benchmark itself publishes H hosts'
+capacity reports on the ``capacity`` fanout (every report_interval, as computes do) and plays every compute with
+one queue bound to ``compute.*``. It inserts R instances waiting for scheduling (random flavors), casts
+``build_instances`` for each, and measures for each decision "request consumed by a scheduler → claim committed
+→ build cast received" while the schedulers drain a queue holding every request (hosts in the DB and requests
+queued before they start); then audits every host for over-commit (usage above its limit, or usage different
+from the sum of its allocations).
 
     python -m benchmarks.scheduler --hosts 1000 --schedulers 3 --requests 5000
 
@@ -259,7 +260,7 @@ def main() -> None:
                     help="schedulers reach PostgreSQL over TCP loopback, as from another machine (default: its Unix "
                     "socket, as devstack's services on the database's machine do)")  # fmt: skip
     args = ap.parse_args()
-    pg, rabbit = PostgresServer(), RabbitCluster(1)
+    pg, rabbit = PostgresServer(durable=True), RabbitCluster(1)
     with tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp:
         pg.start()
         try:

@@ -84,6 +84,31 @@ async def test_postgres_start_query_restart_stop() -> None:
     _assert_nothing_left(data_dir)
 
 
+async def test_a_benchmark_postgres_is_durable_as_devstack_makes_it_and_a_test_one_is_not(
+    postgres: PostgresServer,
+) -> None:
+    settings = (
+        "SELECT current_setting('fsync'), current_setting('full_page_writes'), current_setting('synchronous_commit')"
+    )
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        assert tuple(await conn.fetchrow(settings)) == ("off", "off", "off")
+    finally:
+        await conn.close()
+    server = PostgresServer(durable=True)
+    try:
+        server.start()
+        data_dir = str(server.data_dir)
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            assert tuple(await conn.fetchrow(settings)) == ("on", "on", "off")
+        finally:
+            await conn.close()
+    finally:
+        server.cleanup()
+    _assert_nothing_left(data_dir)
+
+
 async def test_postgres_template_copies(postgres: PostgresServer) -> None:
     async def apply(dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
