@@ -161,7 +161,8 @@ def weigh(
     rows = np.empty(0, dtype=np.intp)
     if view is not None and all(view.hosts.get(h.host) is h for h in (hosts[0], hosts[-1])):
         cols = view.columns()
-        rows = np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
+        fitting = getattr(hosts, "rows", None)  # FittingHosts: the rows come with the hosts
+        rows = fitting if fitting is not None else np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
     # sum(m * (v - lo) / (hi - lo)) ranks hosts as sum(m / (hi - lo) * v) does: the offsets are one constant.
     terms: list[tuple[float, np.ndarray]] = []
     for w in weighers:

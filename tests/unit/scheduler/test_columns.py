@@ -89,3 +89,6 @@ def test_columns_choose_what_python_chooses(hosts, steps, flavor, best):
         passed, [(1.0, "free_memory_mb"), (0.5, "free_vcpus"), (0.25, "free_disk_gb"), (-0.1, "running_vms")], best
     )
     assert [h.host for h in weigh(passed, spec, weighers, best=best)] == [h.host for h in expected]
+    # The rows the weighers read come with the fit test's hosts; a plain list (another filter's) is looked up.
+    assert passed.rows.tolist() == [h.row for h in passed]
+    assert weigh(list(passed), spec, weighers, best=best) == weigh(passed, spec, weighers, best=best)
