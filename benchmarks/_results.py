@@ -1,7 +1,8 @@
 """One row per benchmark run in benchmarks/RESULTS.md: date, benchmark, machine, parameters, the JSON printed.
 
 The machine column names the Python the services ran on (the benchmark's own, whose ``sys.executable`` starts
-them): builds differ by 10-20% in speed (docs/scheduler.md), so figures are comparable only on the same one."""
+them): on this box the services took about 9% more CPU on a pyenv build without PGO than on Debian's python3.11
+(docs/scheduler.md), so figures are comparable only on the same one."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 from oslo_config import cfg
 
-from services.scheduler.host_state import Columns, HostState, HostView
+from services.scheduler.host_state import Columns, FittingHosts, HostState, HostView
 
 __all__ = ["ALL_WEIGHERS", "BaseWeigher", "load_weighers", "weigh"]
 
@@ -161,8 +161,10 @@ def weigh(
     rows = np.empty(0, dtype=np.intp)
     if view is not None and all(view.hosts.get(h.host) is h for h in (hosts[0], hosts[-1])):
         cols = view.columns()
-        fitting = getattr(hosts, "rows", None)  # FittingHosts: the rows come with the hosts
-        rows = fitting if fitting is not None else np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
+        if isinstance(hosts, FittingHosts):  # the fit test's hosts come with their rows
+            rows = hosts.rows
+        else:
+            rows = np.fromiter((h.row for h in hosts), dtype=np.intp, count=len(hosts))
     # sum(m * (v - lo) / (hi - lo)) ranks hosts as sum(m / (hi - lo) * v) does: the offsets are one constant.
     terms: list[tuple[float, np.ndarray]] = []
     for w in weighers:
