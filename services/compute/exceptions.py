@@ -6,11 +6,29 @@ from __future__ import annotations
 
 from common.exceptions import StratusError
 
-__all__ = ["BridgeUnavailable", "ComputeError", "DiskError", "ImageDownloadFailed", "VirtError"]
+__all__ = [
+    "BridgeUnavailable",
+    "ComputeError",
+    "DiskError",
+    "ImageDownloadFailed",
+    "ImageRejected",
+    "RequestFault",
+    "VirtError",
+]
 
 
 class ComputeError(StratusError):
     """Base of the compute host's own failures; the message says what failed and on which object."""
+
+
+class RequestFault(ComputeError):
+    """The build failed because of what the request asked for (its image, its flavor), not because of this host:
+    another host would fail the same way, so the build is not rescheduled and the host is not blamed."""
+
+
+class ImageRejected(RequestFault):
+    """The image's data is not what may be given to QEMU (wrong format, a backing or data file, a checksum or size
+    that does not match): the message names the image and the reason."""
 
 
 class ImageDownloadFailed(ComputeError):
