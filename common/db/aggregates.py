@@ -10,12 +10,14 @@ import asyncpg
 
 __all__ = [
     "AGGREGATE_ZONE",
+    "MAX_RATIO",
     "RATIO_KEYS",
     "add_host",
     "create",
     "delete",
     "get",
     "list_",
+    "parse_ratio",
     "remove_host",
     "set_metadata",
     "update",
@@ -29,6 +31,19 @@ AGGREGATE_ZONE = (
 
 # Metadata keys that override a member host's allocation ratio; with several aggregates the lowest wins.
 RATIO_KEYS = ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio")
+# The largest ratio an aggregate may set: far beyond any sane overcommit, and well inside the ``real`` the claim
+# statement casts it to (a value beyond float4 would make every claim on the aggregate's hosts fail).
+MAX_RATIO = 1000.0
+
+
+def parse_ratio(value: object) -> float | None:
+    """An allocation-ratio override as a float, or None unless it is a finite number in (0, ``MAX_RATIO``]."""
+    try:
+        ratio = float(str(value))
+    except ValueError:
+        return None
+    return ratio if 0 < ratio <= MAX_RATIO else None
+
 
 _SELECT = """
     SELECT a.*, COALESCE(array_agg(h.host ORDER BY h.host) FILTER (WHERE h.host IS NOT NULL), '{{}}') AS hosts

@@ -70,11 +70,11 @@ async def list_(
         return f"${len(args)}"
 
     if project_id is not None:
-        p = arg(project_id)
+        # Only a parameter the query uses may be bound: PostgreSQL cannot type one it never sees.
         if visibility == "community":
             where.append("visibility = 'community'")
         else:
-            where.append(f"(visibility = 'public' OR project_id = {p})")
+            where.append(f"(visibility = 'public' OR project_id = {arg(project_id)})")
     if visibility is not None and visibility != "all":
         where.append(f"visibility = {arg(visibility)}")
     elif visibility is None and project_id is not None:

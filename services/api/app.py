@@ -7,12 +7,14 @@ The API node is stateless: tokens are verified by signature, every other fact li
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 from oslo_config import cfg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -23,7 +25,8 @@ from common.db.pool import RETRYABLE as DB_RETRYABLE
 from common.db.pool import Database
 from common.rpc import RpcClient, Transport
 from services.api.auth import TokenSigner
-from services.api.errors import error_response
+from services.api.errors import MethodNotAllowed, error_response
+from services.api.validation import shorten
 
 __all__ = [
     "CONF",
@@ -54,6 +57,11 @@ DB_GRACE_SECONDS = 3.0
 
 REQUESTS = Counter("stratus_api_requests_total", "API requests", ["method", "status"])
 LATENCY = Histogram("stratus_api_request_seconds", "API request latency", ["method"])
+DATA_ERRORS = Counter(
+    "stratus_api_data_errors_total",
+    "Requests the database refused a value of (answered 400): each is a value a route's schema should bound",
+    ["error"],
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,24 +120,35 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
         status = e.code
         if e.code >= 500:
             LOG.error("%s %s failed: %s", request.method, request.path, e.message)
-        resp = error_response(e, request_id)
+        resp = error_response(request, e, request_id)
     except web.HTTPException as e:
         status = e.status
         if e.status >= 400 and e.status != 405 and e.status != 404:
             raise
-        title = "itemNotFound" if e.status == 404 else "badMethod"
-        msg = (
-            f"The resource could not be found: {request.path}"
+        path = shorten(request.path)
+        error: exceptions.StratusError = (
+            exceptions.NotFound(f"The resource could not be found: {path}")
             if e.status == 404
-            else f"Method {request.method} is not allowed for {request.path}"
+            else MethodNotAllowed(f"Method {request.method} is not allowed for {path}")
         )
-        resp = web.json_response({title: {"code": e.status, "message": msg}}, status=e.status)
+        resp = error_response(request, error, request_id)
+    except asyncpg.DataError as e:
+        # Defence in depth: the route's schemas bound every value a column holds, so this never fires for
+        # anything they know of; when it does, the schema that let the value through is the bug to fix.
+        status = 400
+        DATA_ERRORS.labels(type(e).__name__).inc()
+        LOG.warning("%s %s: the database refused a value the route's schemas let through: %s: %s",
+                    request.method, request.path, type(e).__name__, shorten(str(e)))  # fmt: skip
+        resp = error_response(
+            request, exceptions.BadRequest(f"A value cannot be stored: {shorten(str(e))}"), request_id
+        )
     except (asyncpg.PostgresConnectionError, *DB_RETRYABLE) as e:
         # A handler that used db.transaction() directly (no retry) met a restarting or lost database: a clean
         # 503 the client may retry, never a 500.
         status = 503
         LOG.error("%s %s: database unavailable: %s", request.method, request.path, e)
         resp = error_response(
+            request,
             exceptions.ServiceUnavailable(f"The database is unavailable; retry later (request {request_id})."),
             request_id,
         )
@@ -138,6 +157,7 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
         status = 500
         LOG.exception("%s %s failed unexpectedly", request.method, request.path)
         resp = error_response(
+            request,
             exceptions.StratusError(
                 f"Unexpected API error (request {request_id}); the operator can find it in the API log."
             ),
@@ -177,11 +197,13 @@ async def healthcheck(request: web.Request) -> web.Response:
 
 @public
 async def metrics(request: web.Request) -> web.Response:
+    """The API node's Prometheus metrics."""
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @public
 async def root(request: web.Request) -> web.Response:
+    """Where each API and the OpenAPI description of them all are."""
     base = request.app[CONF].api.public_endpoint.rstrip("/")
     return web.json_response(
         {
@@ -192,13 +214,44 @@ async def root(request: web.Request) -> web.Response:
                 "image": f"{base}/image/v2",
                 "network": f"{base}/network/v2.0",
             },
+            "openapi": f"{base}/openapi.json",
         }
     )
 
 
+@public
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of every route, generated from the route table at startup."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def _root_routes() -> list[Any]:
+    from services.api.compute import NOVA_ERROR
+    from services.api.routes import Route
+    from services.api.shapes import STR, obj
+
+    plain = {"type": "string"}
+    text = {200: "text/plain", 503: "text/plain"}
+    return [
+        Route("GET", "/", root, "Where each API is", {200: obj({"name": STR, "services": obj(
+            dict.fromkeys(("identity", "compute", "image", "network"), STR)), "openapi": STR},
+            required=("services",))}),
+        Route("GET", "/healthcheck", healthcheck, "200 when this node reaches the database and broker",
+              {200: plain, 503: plain}, media=text),
+        Route("HEAD", "/healthcheck", healthcheck, "As GET, without the body", {200: None, 503: None}),
+        Route("GET", "/metrics", metrics, "Prometheus metrics", {200: plain}, media={200: CONTENT_TYPE_LATEST}),
+        Route("GET", "/openapi.json", openapi, "This document (OpenAPI 3.1)",
+              {200: obj({"openapi": STR, "paths": {"type": "object"}}, required=("openapi", "paths"))}),
+    ], NOVA_ERROR  # fmt: skip
+
+
 def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.Application:
     """Build the application around already-open resources (the caller owns their lifecycle)."""
-    from services.api import compute, identity, image, network
+    from services.api import compute, identity, image, network, routes
+    from services.api.routes import error_body
 
     app = web.Application(middlewares=[_context_middleware], client_max_size=64 * 1024**2)
     app[CONF] = conf
@@ -208,14 +261,23 @@ def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.
     app[SIGNER] = TokenSigner(conf.api.token_secret, conf.api.token_ttl)
     app[DRAINING] = asyncio.Event()
     app[DB_LAST_OK] = [time.monotonic()]
-    app.router.add_get("/", root)
-    app.router.add_get("/healthcheck", healthcheck)
-    app.router.add_get("/metrics", metrics)
+    table, nova_error = _root_routes()
+    routes.register(app, routes.Api("stratus", "", "Version documents and the node itself", error_body, nova_error),
+                    table)  # fmt: skip
     identity.add_routes(app)
     compute.add_routes(app)
     image.add_routes(app)
     network.add_routes(app)
+    document = routes.openapi_document(app[routes.ROUTES_KEY], conf.api.public_endpoint.rstrip("/"), _version())
+    app[OPENAPI] = orjson.dumps(document)
     return app
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("stratus")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0"
 
 
 def paginate(params: Any) -> tuple[int | None, str | None]:
@@ -225,7 +287,7 @@ def paginate(params: Any) -> tuple[int | None, str | None]:
         try:
             limit = int(limit)
         except ValueError:
-            raise exceptions.BadRequest(f"limit must be an integer, not {limit!r}") from None
+            raise exceptions.BadRequest(f"limit must be an integer, not {shorten(limit)}") from None
         if limit < 0:
             raise exceptions.BadRequest("limit must be >= 0")
     return limit, params.get("marker")

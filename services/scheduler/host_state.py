@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from common.db.aggregates import RATIO_KEYS, parse_ratio
+
 __all__ = ["Columns", "FittingHosts", "HostState", "HostView"]
 
 # The attributes the columns are computed from: setting one marks the host's row stale.
@@ -309,11 +311,9 @@ class HostView:
             az = az or agg["availability_zone"]
             for k, v in (agg["metadata"] or {}).items():
                 meta.setdefault(k, set()).add(str(v))
-                if k.endswith("_allocation_ratio"):
-                    try:
-                        ratios[k] = min(ratios.get(k, float("inf")), float(v))
-                    except ValueError:
-                        pass
+                ratio = parse_ratio(v) if k in RATIO_KEYS else None
+                if ratio is not None:  # anything else (not a number, out of bounds) overrides nothing
+                    ratios[k] = min(ratios.get(k, float("inf")), ratio)
         state.aggregate_names, state.aggregate_metadata = tuple(names), meta
         state.aggregate_az, state.ratio_overrides = az, ratios
         state.refresh_limits()

@@ -18,7 +18,7 @@ from common import exceptions
 from common.db import aggregates as db
 from services.api.app import DB, RPC, ctx, require_admin
 from services.api.compute.views import isotime_naive
-from services.api.validation import json_body
+from services.api.validation import json_body, shorten
 from services.scheduler.rpcapi import SchedulerAPI
 
 __all__ = ["aggregate_action", "create_aggregate", "delete_aggregate", "list_aggregates", "show_aggregate",
@@ -125,7 +125,7 @@ async def list_aggregates(request: web.Request) -> web.Response:
 
 async def create_aggregate(request: web.Request) -> web.Response:
     require_admin(request)
-    a = (await json_body(request, CREATE))["aggregate"]
+    a = (await json_body(request))["aggregate"]
     row = await request.app[DB].run(
         lambda conn: db.create(conn, name=a["name"], availability_zone=a.get("availability_zone"))
     )
@@ -145,7 +145,7 @@ async def show_aggregate(request: web.Request) -> web.Response:
 async def update_aggregate(request: web.Request) -> web.Response:
     require_admin(request)
     agg_id = _aggregate_id(request)
-    values = (await json_body(request, UPDATE))["aggregate"]
+    values = (await json_body(request))["aggregate"]
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         await _get(conn, agg_id)
@@ -182,13 +182,11 @@ def _check_metadata(metadata: Mapping[str, Any]) -> dict[str, str | None]:
             out[key] = None
             continue
         value = str(value)
-        if key in db.RATIO_KEYS:
-            try:
-                ok = float(value) > 0 and float(value) != float("inf")
-            except ValueError:
-                ok = False
-            if not ok:
-                raise exceptions.BadRequest(f"Metadata {key} must be a positive number, not {value!r}.")
+        if key in db.RATIO_KEYS and db.parse_ratio(value) is None:
+            raise exceptions.BadRequest(
+                f"Invalid input for field/attribute set_metadata/metadata/{key}: {shorten(value)} is not a number "
+                f"in (0, {db.MAX_RATIO:g}]."
+            )
         out[key] = value
     return out
 
@@ -197,7 +195,7 @@ async def aggregate_action(request: web.Request) -> web.Response:
     """POST /os-aggregates/{id}/action: add_host, remove_host or set_metadata."""
     require_admin(request)
     agg_id = _aggregate_id(request)
-    body = await json_body(request, ACTION)
+    body = await json_body(request)
     (action, args), = body.items()  # fmt: skip
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:

@@ -12,10 +12,11 @@ from common import exceptions
 from common.context import RequestContext
 from common.db import flavors as db
 from services.api.app import CONF, DB, ctx, paginate, require_admin
-from services.api.compute import schemas
 from services.api.compute.servers import check_name
 from services.api.compute.views import flavor_view
-from services.api.validation import json_body
+from services.api.routes import QUERY
+from services.api.shapes import FLOAT4_MAX, INT4_MAX
+from services.api.validation import json_body, shorten
 
 __all__ = [
     "create_flavor",
@@ -31,16 +32,6 @@ __all__ = [
 
 def _base(request: web.Request) -> str:
     return request.app[CONF].api.public_endpoint.rstrip("/")
-
-
-def _int_param(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise exceptions.BadRequest(f"Invalid {name} filter [{raw}]") from None
 
 
 def _is_public_filter(request: web.Request, c: RequestContext) -> bool | None:
@@ -62,7 +53,8 @@ async def list_flavors(request: web.Request) -> web.Response:
     detail = request.path.endswith("/detail")
     limit, marker = paginate(request.query)
     is_public = _is_public_filter(request, c)
-    min_ram, min_disk = _int_param(request, "minRam"), _int_param(request, "minDisk")
+    query = request[QUERY]  # typed and bounded by the route
+    min_ram, min_disk = query.get("minRam"), query.get("minDisk")
 
     async def work(conn: asyncpg.Connection) -> list:
         if marker is not None and await db.get(conn, marker) is None:
@@ -105,23 +97,37 @@ def _bool(value: Any) -> bool:
     raise exceptions.BadRequest(f"Invalid boolean {value!r} for os-flavor-access:is_public.")
 
 
+def _int4(flavor: dict[str, Any], key: str) -> int:
+    """``flavor[key]`` (a JSON integer or a string of digits; 0 when absent or empty) within an int4 column."""
+    value = int(flavor.get(key) or 0)
+    if value > INT4_MAX:
+        raise exceptions.BadRequest(
+            f"Invalid input for field/attribute flavor/{key}: {value} is greater than the maximum of {INT4_MAX}"
+        )
+    return value
+
+
 async def create_flavor(request: web.Request) -> web.Response:
     """POST /flavors (admin). 200 with the flavor, as Nova answers."""
     require_admin(request)
-    f = (await json_body(request, schemas.FLAVOR_CREATE))["flavor"]
+    f = (await json_body(request))["flavor"]
     check_name(f["name"])
     try:
         rxtx = float(f.get("rxtx_factor", 1.0))
     except ValueError:
-        raise exceptions.BadRequest(f"Invalid rxtx_factor {f['rxtx_factor']!r}.") from None
+        raise exceptions.BadRequest(f"Invalid rxtx_factor {shorten(f['rxtx_factor'])}.") from None
+    if not 0 < rxtx <= FLOAT4_MAX:  # a string's value (the schema bounds a number's); NaN fails too
+        raise exceptions.BadRequest(
+            f"Invalid input for field/attribute flavor/rxtx_factor: {rxtx} is not in (0, {FLOAT4_MAX}]."
+        )
     values = {
         "name": f["name"],
         "flavor_id": None if f.get("id") in (None, "auto") else f["id"],
-        "vcpus": int(f["vcpus"]),
-        "ram_mb": int(f["ram"]),
-        "disk_gb": int(f["disk"]),
-        "ephemeral_gb": int(f.get("OS-FLV-EXT-DATA:ephemeral") or 0),
-        "swap_mb": int(f.get("swap") or 0),
+        "vcpus": _int4(f, "vcpus"),
+        "ram_mb": _int4(f, "ram"),
+        "disk_gb": _int4(f, "disk"),
+        "ephemeral_gb": _int4(f, "OS-FLV-EXT-DATA:ephemeral"),
+        "swap_mb": _int4(f, "swap"),
         "rxtx_factor": rxtx,
         "is_public": _bool(f.get("os-flavor-access:is_public", True)),
         "description": f.get("description"),
@@ -173,7 +179,7 @@ async def create_extra_specs(request: web.Request) -> web.Response:
     """POST /flavors/{id}/os-extra_specs (admin): merge; values are stored as strings, as Nova does."""
     require_admin(request)
     fid = request.match_info["flavor_id"]
-    specs = (await json_body(request, schemas.FLAVOR_EXTRA_SPECS))["extra_specs"]
+    specs = (await json_body(request))["extra_specs"]
     specs = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in specs.items()}
     row = await request.app[DB].run(lambda conn: db.set_extra_specs(conn, fid, specs))
     if row is None:

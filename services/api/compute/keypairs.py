@@ -14,7 +14,6 @@ from aiohttp import web
 from common import exceptions
 from common.db import keypairs as db
 from services.api.app import DB, ctx, paginate
-from services.api.compute import schemas
 from services.api.compute.views import isotime_naive
 from services.api.validation import json_body
 
@@ -69,7 +68,7 @@ def _view(row: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
 async def create_keypair(request: web.Request) -> web.Response:
     """POST /os-keypairs: import ``public_key``. Generating keys is refused: the private key would cross the wire."""
     c = ctx(request)
-    k = (await json_body(request, schemas.KEYPAIR_CREATE))["keypair"]
+    k = (await json_body(request))["keypair"]
     if "public_key" not in k:
         raise exceptions.BadRequest(
             "public_key is required: Stratus imports key pairs but does not generate them "

@@ -14,13 +14,15 @@ from aiohttp import web
 
 from common import exceptions
 from services.api.app import Handler
+from services.api.validation import shorten
 
 __all__ = ["MAX_VERSION", "MIN_VERSION", "NotAcceptable", "negotiated", "requested_version", "version_doc"]
 
 MIN_VERSION = (2, 1)
 MAX_VERSION = (2, 1)
 _UPDATED = "2013-07-23T11:33:21Z"
-_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+# ASCII digits only (``\d`` would take any script's), and at most three of them on each side.
+_VERSION_RE = re.compile(r"^([1-9][0-9]{0,2})\.([1-9][0-9]{0,2}|0)$")
 _HEADERS = ("OpenStack-API-Version", "X-OpenStack-Nova-API-Version")
 
 
@@ -53,7 +55,9 @@ def requested_version(headers: Any) -> tuple[int, int]:
         return MAX_VERSION
     m = _VERSION_RE.match(raw)
     if not m:
-        raise exceptions.BadRequest(f"API version string {raw} is not in the form 'X.Y' or 'latest'.")
+        raise exceptions.BadRequest(
+            f"API version string {shorten(raw)} is not in the form 'X.Y' or 'latest' (X and Y of at most 3 digits)."
+        )
     version = (int(m.group(1)), int(m.group(2)))
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise NotAcceptable(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api.shapes import FLOAT4_MAX, INT4_MAX, INT8_MAX
+
 __all__ = [
     "ACTION",
+    "ACTION_BODY",
     "FLAVOR_CREATE",
     "FLAVOR_EXTRA_SPECS",
     "KEYPAIR_CREATE",
@@ -15,7 +18,8 @@ __all__ = [
 
 # Leading/trailing whitespace is refused in code (``servers.check_name``): a pattern would make a cryptic message.
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
-_COUNT = {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 1}
+# Counts are checked against [api] max_servers_per_request by the handler; these bounds keep int() cheap.
+_COUNT = {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "maxLength": 10, "minimum": 1, "maximum": INT4_MAX}
 
 _METADATA = {
     "type": "object",
@@ -27,10 +31,10 @@ _METADATA = {
 _NETWORK = {
     "type": "object",
     "properties": {
-        "uuid": {"type": "string", "minLength": 1},
-        "port": {"type": "string", "minLength": 1},
-        "fixed_ip": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-        "tag": {"type": "string"},
+        "uuid": {"type": "string", "minLength": 1, "maxLength": 255},
+        "port": {"type": "string", "minLength": 1, "maxLength": 255},
+        "fixed_ip": {"type": "string", "maxLength": 64, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+        "tag": {"type": "string", "maxLength": 60},
     },
     "additionalProperties": False,
     "anyOf": [{"required": ["uuid"]}, {"required": ["port"]}],
@@ -40,11 +44,11 @@ _NETWORK = {
 _BDM = {
     "type": "object",
     "properties": {
-        "uuid": {"type": "string"},
-        "boot_index": {"type": ["integer", "string", "null"]},
+        "uuid": {"type": "string", "maxLength": 255},
+        "boot_index": {"type": ["integer", "string", "null"], "maxLength": 10, "minimum": -1, "maximum": INT4_MAX},
         "source_type": {"const": "image"},
         "destination_type": {"const": "local"},
-        "delete_on_termination": {"type": ["boolean", "string"]},
+        "delete_on_termination": {"type": ["boolean", "string"], "maxLength": 5},
     },
     "required": ["source_type"],
     "additionalProperties": False,
@@ -75,8 +79,14 @@ SERVER_CREATE: dict[str, Any] = {
             "required": ["name", "flavorRef"],
             "properties": {
                 "name": _NAME,
-                "imageRef": {"type": "string"},
-                "flavorRef": {"type": ["string", "integer"], "minLength": 1},
+                "imageRef": {"type": "string", "maxLength": 1024},
+                "flavorRef": {
+                    "type": ["string", "integer"],
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "minimum": 0,
+                    "maximum": INT8_MAX,
+                },
                 "networks": {
                     "oneOf": [
                         {"type": "string", "enum": ["auto", "none"]},
@@ -89,7 +99,7 @@ SERVER_CREATE: dict[str, Any] = {
                 "availability_zone": {"type": "string", "minLength": 1, "maxLength": 255},
                 "min_count": _COUNT,
                 "max_count": _COUNT,
-                "return_reservation_id": {"type": ["boolean", "string"]},
+                "return_reservation_id": {"type": ["boolean", "string"], "maxLength": 5},
                 "security_groups": {
                     "type": "array",
                     "items": {
@@ -101,7 +111,7 @@ SERVER_CREATE: dict[str, Any] = {
                 },
                 "block_device_mapping_v2": {"type": "array", "items": _BDM, "maxItems": 1},
                 "OS-DCF:diskConfig": {"enum": ["AUTO", "MANUAL"]},
-                "accessIPv4": {"type": "string", "format": "ipv4"},
+                "accessIPv4": {"type": "string", "format": "ipv4", "maxLength": 64},
                 # Nova's boolean_param: a JSON boolean or its string spellings; "" and null mean no drive.
                 "config_drive": {"enum": [True, False, "true", "True", "false", "False", "", None]},
             },
@@ -119,14 +129,22 @@ SERVER_UPDATE: dict[str, Any] = {
     "properties": {
         "server": {
             "type": "object",
-            "properties": {"name": _NAME, "accessIPv4": {"type": "string", "format": "ipv4"}},
+            "properties": {"name": _NAME, "accessIPv4": {"type": "string", "format": "ipv4", "maxLength": 64}},
             "additionalProperties": False,
         }
     },
     "additionalProperties": False,
 }
 
-# One key per action; the handler picks the schema of the one given.
+
+def _int4(minimum: int) -> dict[str, Any]:
+    """An ``integer`` column's value, as a JSON integer or a string of digits (the handler bounds a string's
+    value: a pattern cannot)."""
+    return {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "maxLength": 10, "minimum": minimum,
+            "maximum": INT4_MAX}  # fmt: skip
+
+
+# One key per action: ACTION_BODY, the route's schema, is an object with exactly one of these keys.
 ACTION: dict[str, dict[str, Any]] = {
     "os-stop": {"type": "null"},
     "os-start": {"type": "null"},
@@ -141,8 +159,8 @@ ACTION: dict[str, dict[str, Any]] = {
         "properties": {
             "length": {
                 "oneOf": [
-                    {"type": "integer", "minimum": -1},
-                    {"type": "string", "pattern": r"^-?[0-9]+$"},
+                    {"type": "integer", "minimum": -1, "maximum": INT4_MAX},
+                    {"type": "string", "pattern": r"^-?[0-9]+$", "maxLength": 10},
                     {"type": "null"},
                 ]
             }
@@ -166,13 +184,20 @@ FLAVOR_CREATE: dict[str, Any] = {
                     "maxLength": 255,
                     "pattern": r"^(?! )[a-zA-Z0-9. _-]+(?<! )$",
                 },
-                "ram": {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 1},
-                "vcpus": {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 1},
-                "disk": {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 0},
-                "OS-FLV-EXT-DATA:ephemeral": {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 0},
-                "swap": {"type": ["integer", "string"], "pattern": r"^[0-9]*$", "minimum": 0},
-                "rxtx_factor": {"type": ["number", "string"], "exclusiveMinimum": 0},
-                "os-flavor-access:is_public": {"type": ["boolean", "string"]},
+                "ram": _int4(1),
+                "vcpus": _int4(1),
+                "disk": _int4(0),
+                "OS-FLV-EXT-DATA:ephemeral": _int4(0),
+                "swap": {**_int4(0), "pattern": r"^[0-9]*$"},
+                # A ``real`` column: finite, at most FLOAT4_MAX (a string is checked by the handler).
+                "rxtx_factor": {
+                    "type": ["number", "string"],
+                    "exclusiveMinimum": 0,
+                    "maximum": FLOAT4_MAX,
+                    "maxLength": 32,
+                    "pattern": r"^[0-9]*\.?[0-9]+([eE][-+]?[0-9]{1,2})?$",
+                },
+                "os-flavor-access:is_public": {"type": ["boolean", "string"], "maxLength": 5},
                 "description": {"type": ["string", "null"], "maxLength": 65535},
             },
             "additionalProperties": False,
@@ -203,11 +228,19 @@ KEYPAIR_CREATE: dict[str, Any] = {
             "required": ["name"],
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[a-zA-Z0-9 _.@-]+$"},
-                "public_key": {"type": "string", "minLength": 1},
+                "public_key": {"type": "string", "minLength": 1, "maxLength": 16384},
                 "type": {"enum": ["ssh"]},
             },
             "additionalProperties": False,
         }
     },
+    "additionalProperties": False,
+}
+
+ACTION_BODY: dict[str, Any] = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": ACTION,
     "additionalProperties": False,
 }

@@ -14,6 +14,7 @@ from aiohttp import web
 from common import exceptions
 from common.db import server_groups as db
 from services.api.app import DB, ctx
+from services.api.shapes import INT4_MAX
 from services.api.validation import json_body
 
 __all__ = ["SERVER_GROUP_CREATE", "create_server_group", "delete_server_group", "list_server_groups",
@@ -35,8 +36,14 @@ SERVER_GROUP_CREATE: dict[str, Any] = {
                 "rules": {
                     "type": "object",
                     "properties": {
-                        "max_server_per_host": {"type": ["integer", "string"], "pattern": r"^[0-9]+$", "minimum": 1}
-                    },  # fmt: skip
+                        "max_server_per_host": {
+                            "type": ["integer", "string"],
+                            "pattern": r"^[0-9]+$",
+                            "maxLength": 9,
+                            "minimum": 1,
+                            "maximum": INT4_MAX,
+                        }
+                    },
                     "additionalProperties": False,
                 },
             },
@@ -63,7 +70,7 @@ def _view(row: Mapping[str, Any], members: list[str]) -> dict[str, Any]:
 
 async def create_server_group(request: web.Request) -> web.Response:
     c = ctx(request)
-    g = (await json_body(request, SERVER_GROUP_CREATE))["server_group"]
+    g = (await json_body(request))["server_group"]
     policies = g.get("policies")
     policy = g.get("policy")
     if (policy is None) == (policies is None):

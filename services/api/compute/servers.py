@@ -31,7 +31,7 @@ from common.db import networks as networks_db
 from common.db import server_groups as server_groups_db
 from common.db.instances import TaskState, VmState
 from services.api.app import CONF, DB, RPC, ctx, paginate
-from services.api.compute import queries, schemas
+from services.api.compute import queries
 from services.api.compute.views import server_summary, server_view, status_states
 from services.api.compute.wire import instance_to_wire
 from services.api.validation import json_body
@@ -346,7 +346,7 @@ async def create_server(request: web.Request) -> web.Response:
     """
     c = ctx(request)
     conf = request.app[CONF]
-    boot = parse_boot_request(await json_body(request, schemas.SERVER_CREATE), conf.api.max_servers_per_request)
+    boot = parse_boot_request(await json_body(request), conf.api.max_servers_per_request)
 
     async def work(conn: asyncpg.Connection) -> list[tuple[asyncpg.Record, list[dict[str, Any]]]]:
         flavor, image, visible = await _boot_reads(conn, c, boot)
@@ -572,7 +572,7 @@ async def update_server(request: web.Request) -> web.Response:
     """PUT /servers/{id}: rename (the hostname stays: the guest already has it)."""
     c = ctx(request)
     sid = request.match_info["server_id"]
-    s = (await json_body(request, schemas.SERVER_UPDATE))["server"]
+    s = (await json_body(request))["server"]
     values: dict[str, Any] = {}
     if "name" in s:
         check_name(s["name"])

@@ -45,7 +45,7 @@ PROJECT_SCHEMA = {
             "required": ["name"],
             "properties": {
                 "name": _NAME,
-                "description": {"type": ["string", "null"]},
+                "description": {"type": ["string", "null"], "maxLength": 65535},
                 "domain_id": _DOMAIN_ID,
                 "parent_id": {"type": ["string", "null"], "enum": [db.DEFAULT_DOMAIN_ID, None]},
                 "enabled": {"type": "boolean"},
@@ -64,8 +64,8 @@ USER_SCHEMA = {
             "required": ["name", "password"],
             "properties": {
                 "name": _NAME,
-                "password": {"type": "string", "minLength": 1},
-                "default_project_id": {"type": ["string", "null"]},
+                "password": {"type": "string", "minLength": 1, "maxLength": 4096},
+                "default_project_id": {"type": ["string", "null"], "maxLength": 255},
                 "domain_id": _DOMAIN_ID,
                 "enabled": {"type": "boolean"},
             },
@@ -120,7 +120,7 @@ async def get_project(request: web.Request) -> web.Response:
 
 async def create_project(request: web.Request) -> web.Response:
     require_admin(request)
-    p = (await json_body(request, PROJECT_SCHEMA))["project"]
+    p = (await json_body(request))["project"]
     try:
         row = await _run(
             request,
@@ -154,7 +154,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 async def create_user(request: web.Request) -> web.Response:
     require_admin(request)
-    u = (await json_body(request, USER_SCHEMA))["user"]
+    u = (await json_body(request))["user"]
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         pid = u.get("default_project_id")
@@ -200,7 +200,7 @@ async def get_role(request: web.Request) -> web.Response:
 
 async def create_role(request: web.Request) -> web.Response:
     require_admin(request)
-    name = (await json_body(request, ROLE_SCHEMA))["role"]["name"]
+    name = (await json_body(request))["role"]["name"]
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         if await db.get_role_by_name(conn, name) is not None:

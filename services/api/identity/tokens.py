@@ -25,11 +25,11 @@ LOG = logging.getLogger(__name__)
 _NAMED = {
     "type": "object",
     "properties": {
-        "id": {"type": "string", "minLength": 1},
-        "name": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
         "domain": {
             "type": "object",
-            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+            "properties": {"id": {"type": "string", "maxLength": 255}, "name": {"type": "string", "maxLength": 255}},
         },
     },
     "anyOf": [{"required": ["id"]}, {"required": ["name"]}],
@@ -47,7 +47,12 @@ AUTH_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "required": ["methods"],
                     "properties": {
-                        "methods": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                        "methods": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 8,
+                            "items": {"type": "string", "maxLength": 64},
+                        },
                         "password": {
                             "type": "object",
                             "required": ["user"],
@@ -55,14 +60,17 @@ AUTH_SCHEMA: dict[str, Any] = {
                                 "user": {
                                     **_NAMED,
                                     "required": ["password"],
-                                    "properties": {**_NAMED["properties"], "password": {"type": "string"}},
+                                    "properties": {
+                                        **_NAMED["properties"],
+                                        "password": {"type": "string", "maxLength": 4096},
+                                    },
                                 }
                             },
                         },
                         "token": {
                             "type": "object",
                             "required": ["id"],
-                            "properties": {"id": {"type": "string"}},
+                            "properties": {"id": {"type": "string", "maxLength": 8192}},
                         },
                     },
                 },
@@ -136,7 +144,7 @@ async def _scope_project(
 @public
 async def issue_token(request: web.Request) -> web.Response:
     """POST /v3/auth/tokens: password or token method, optionally scoped to a project. 201 + X-Subject-Token."""
-    body = await json_body(request, AUTH_SCHEMA)
+    body = await json_body(request)
     auth = body["auth"]
     identity = auth["identity"]
     methods = identity["methods"]

@@ -19,9 +19,12 @@ from common.db import images as db
 from services.api.app import DB, ctx, paginate
 from services.api.image.store import CHUNK, ImageStore, location_path
 from services.api.image.views import CORE, READ_ONLY, image_view
-from services.api.validation import json_body, validate
+from services.api.shapes import INT4_MAX
+from services.api.validation import json_body, shorten, validate
 
 __all__ = [
+    "IMAGE_SCHEMA",
+    "PATCH_SCHEMA",
     "STORE",
     "create_image",
     "delete_image",
@@ -42,17 +45,32 @@ CONTAINER_FORMATS = ["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compr
 VISIBILITIES = ["public", "private", "shared", "community"]
 
 _ATTRS = {
-    "id": {"type": "string", "format": "uuid"},
+    "id": {"type": "string", "format": "uuid", "maxLength": 36},
     "name": {"type": ["string", "null"], "maxLength": 255},
     "visibility": {"enum": VISIBILITIES},
     "protected": {"type": "boolean"},
     "os_hidden": {"type": "boolean"},
     "disk_format": {"enum": [*DISK_FORMATS, None]},
     "container_format": {"enum": [*CONTAINER_FORMATS, None]},
-    "min_disk": {"type": "integer", "minimum": 0},
-    "min_ram": {"type": "integer", "minimum": 0},
-    "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}, "uniqueItems": True},
-    "owner": {"type": ["string", "null"]},
+    "min_disk": {"type": "integer", "minimum": 0, "maximum": INT4_MAX},
+    "min_ram": {"type": "integer", "minimum": 0, "maximum": INT4_MAX},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}, "uniqueItems": True, "maxItems": 128},
+    "owner": {"type": ["string", "null"], "maxLength": 255},
+}
+# A PATCH body (RFC 6902), as the route validates it; the patched image is then checked against IMAGE_SCHEMA.
+_POINTER = {"type": "string", "maxLength": 1024}
+PATCH_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "maxItems": 256,
+    "items": {
+        "type": "object",
+        "required": ["op", "path"],
+        "properties": {
+            "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
+            "path": _POINTER,
+            "from": _POINTER,
+        },
+    },
 }
 # Extra properties are strings, as Glance has them.
 IMAGE_SCHEMA: dict[str, Any] = {
@@ -100,8 +118,7 @@ async def create_image(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise exceptions.BadRequest("The request body must be a JSON object describing the image.")
-    _check_read_only(body, allowed=frozenset({"id", "owner"}))
-    validate(IMAGE_SCHEMA, body)
+    _check_read_only(body, allowed=frozenset({"id", "owner"}))  # the route validated body against IMAGE_SCHEMA
     _check_visibility(c, body.get("visibility"))
     owner = body.get("owner") or c.project_id
     if owner != c.project_id and not c.is_admin:
@@ -142,7 +159,7 @@ async def list_images(request: web.Request) -> web.Response:
     limit = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
     visibility = q.get("visibility")
     if visibility is not None and visibility not in (*VISIBILITIES, "all"):
-        raise exceptions.BadRequest(f"Invalid visibility value: {visibility}")
+        raise exceptions.BadRequest(f"Invalid visibility value: {shorten(visibility)}")
 
     async def work(conn: asyncpg.Connection) -> list:
         if marker is not None and await db.get(conn, marker) is None:
@@ -193,7 +210,7 @@ async def update_image(request: web.Request) -> web.Response:
         raise exceptions.BadRequest("A JSON patch is a list of operations.")
     for op in ops:
         if not isinstance(op, dict) or not isinstance(op.get("path"), str):
-            raise exceptions.BadRequest(f"Invalid JSON patch operation: {op!r}")
+            raise exceptions.BadRequest(f"Invalid JSON patch operation: {shorten(op)}")
         key = op["path"].lstrip("/").split("/", 1)[0].replace("~1", "/").replace("~0", "~")
         _check_read_only([key])
 

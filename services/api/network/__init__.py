@@ -1,8 +1,8 @@
 """The Network API (Neutron's v2.0 path layout) under ``/network``.
 
-``add_routes(app)`` registers the version documents, networks, subnets, ports, the read-only default security
-groups, extensions and quotas. Handlers answer client errors in Neutron's ``NeutronError`` shape; the
-application's middleware does authentication, request ids and server errors.
+``ROUTES`` is the Network part of the route table (``services.api.routes``): the version documents, networks,
+subnets, ports, security groups and their rules, extensions and quotas. Errors take Neutron's ``NeutronError``
+shape; list requests refuse query parameters that are not a filter of the resource, as Neutron does.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from typing import Any
 from aiohttp import web
 
 from common import exceptions
+from services.api import routes
 from services.api.app import CONF, public
 from services.api.network import networks, ports, security_groups, subnets
-from services.api.network.common import PREFIX, neutron_errors, show_response
+from services.api.network import responses as r
+from services.api.network.common import PREFIX, show_response
+from services.api.routes import Route
+from services.api.shapes import ID
 
-__all__ = ["EXTENSIONS", "add_routes"]
+__all__ = ["API", "EXTENSIONS", "ROUTES", "add_routes", "neutron_error"]
 
 # Only what Stratus really implements: clients probe these aliases before using a feature.
 EXTENSIONS = [
@@ -36,6 +40,21 @@ _NO_ROUTERS = ["router", "floatingip"]
 
 def _base(request: web.Request) -> str:
     return request.app[CONF].api.public_endpoint.rstrip("/") + "/network"
+
+
+def neutron_error(e: exceptions.StratusError) -> dict[str, Any]:
+    """Neutron's error body: ``{"NeutronError": {"type", "message", "detail"}}``."""
+    return {"NeutronError": {"type": type(e).__name__, "message": e.message, "detail": ""}}
+
+
+API = routes.Api(
+    name="network",
+    prefix="/network",
+    title="Network v2.0 (Neutron); errors {NeutronError: {type, message, detail}}",
+    error_body=neutron_error,
+    error_schema=r.NEUTRON_ERROR,
+    unknown_query="{name} is an invalid filter: it is not an attribute of this resource.",
+)
 
 
 @public
@@ -101,40 +120,77 @@ async def show_quota_details(request: web.Request) -> web.Response:
     return web.json_response({"quota": {k: {"limit": v, "used": 0, "reserved": 0} for k, v in _quota().items()}})
 
 
+def _resource(
+    collection: str,
+    member: str,
+    key: str,
+    module_filters: Any,
+    handlers: tuple,
+    body: dict,
+    item: dict[str, Any],
+    extra: dict[str, routes.Param] | None = None,
+    update: bool = True,
+) -> list[Route]:
+    """Neutron's five routes of one collection (no PUT unless ``update``)."""
+    list_, create, show, put, delete = handlers
+    base = f"{PREFIX}/{collection}"
+    path = {key: ID}
+    title = member.replace("_", " ")
+    out = [
+        Route(
+            "GET",
+            base,
+            list_,
+            f"List {title}s",
+            {200: r.collection(collection.replace("-", "_"), item)},
+            query=r.list_query(module_filters, extra),
+            strict_query=True,
+        ),
+        Route("POST", base, create, f"Create a {title}", {201: r.member(member, item)}, body=body),
+        Route(
+            "GET", f"{base}/{{{key}}}", show, f"Show a {title}", {200: r.member(member, item)}, path, query=r.SHOW_QUERY
+        ),
+    ]
+    if update:
+        out.append(
+            Route("PUT", f"{base}/{{{key}}}", put, f"Update a {title}", {200: r.member(member, item)}, path, body=body)
+        )
+    out.append(Route("DELETE", f"{base}/{{{key}}}", delete, f"Delete a {title}", {204: None}, path))
+    return out  # fmt: skip
+
+
+_N, _S, _P, _SG = networks, subnets, ports, security_groups
+ROUTES: list[Route] = [
+    Route("GET", "/network", versions, "Network API versions", {200: r.VERSIONS}),
+    Route("GET", "/network/", versions, "Network API versions", {200: r.VERSIONS}),
+    Route("GET", PREFIX, v2_root, "The v2.0 resource collections", {200: r.RESOURCES}),
+    Route("GET", f"{PREFIX}/", v2_root, "The v2.0 resource collections", {200: r.RESOURCES}),
+    *_resource("networks", "network", "network_id", _N.FILTERS,
+               (_N.list_networks, _N.create_network, _N.show_network, _N.update_network, _N.delete_network),
+               r.member_body("network", _N.PROPERTIES), r.NETWORK),
+    *_resource("subnets", "subnet", "subnet_id", _S.FILTERS,
+               (_S.list_subnets, _S.create_subnet, _S.show_subnet, _S.update_subnet, _S.delete_subnet),
+               r.member_body("subnet", _S.PROPERTIES), r.SUBNET, r.repeated(_S.NULL_FILTERS)),
+    *_resource("ports", "port", "port_id", _P.FILTERS,
+               (_P.list_ports, _P.create_port, _P.show_port, _P.update_port, _P.delete_port),
+               r.member_body("port", _P.PROPERTIES), r.PORT, r.repeated(("fixed_ips", "security_groups"))),
+    *_resource("security-groups", "security_group", "group_id", _SG.GROUP_FILTERS,
+               (_SG.list_groups, _SG.create_group, _SG.show_group, _SG.update_group, _SG.delete_group),
+               r.member_body("security_group", _SG.GROUP_PROPERTIES), r.SECURITY_GROUP),
+    *_resource("security-group-rules", "security_group_rule", "rule_id", _SG.RULE_FILTERS,
+               (_SG.list_rules, _SG.create_rule, _SG.show_rule, None, _SG.delete_rule),
+               r.member_body("security_group_rule", _SG.RULE_PROPERTIES), r.RULE, update=False),
+    Route("GET", f"{PREFIX}/extensions", list_extensions, "List extensions",
+          {200: r.collection("extensions", r.EXTENSION)}, query=r.SHOW_QUERY),
+    Route("GET", f"{PREFIX}/extensions/{{alias}}", show_extension, "Show an extension",
+          {200: r.member("extension", r.EXTENSION)}, {"alias": ID}, query=r.SHOW_QUERY),
+    Route("GET", f"{PREFIX}/quotas/{{project_id}}", show_quota, "A project's quotas (none are enforced)",
+          {200: r.QUOTA}, {"project_id": ID}),
+    Route("GET", f"{PREFIX}/quotas/{{project_id}}/details.json", show_quota_details,
+          "A project's quotas with usage", {200: r.QUOTA_DETAILS}, {"project_id": ID}),
+]  # fmt: skip
+
+
 def add_routes(app: web.Application) -> None:
     """Register every ``/network`` route on the API application."""
-    w = neutron_errors
-    app.router.add_get("/network", versions)
-    app.router.add_get("/network/", versions)
-    app.router.add_get(PREFIX, v2_root)
-    app.router.add_get(f"{PREFIX}/", v2_root)
-    sg = security_groups
-    _resource(app, w, "networks", "network_id", networks.list_networks, networks.create_network, networks.show_network,
-              networks.update_network, networks.delete_network)  # fmt: skip
-    _resource(app, w, "subnets", "subnet_id", subnets.list_subnets, subnets.create_subnet, subnets.show_subnet,
-              subnets.update_subnet, subnets.delete_subnet)  # fmt: skip
-    _resource(app, w, "ports", "port_id", ports.list_ports, ports.create_port, ports.show_port, ports.update_port,
-              ports.delete_port)  # fmt: skip
-    _resource(app, w, "security-groups", "group_id", sg.list_groups, sg.create_group, sg.show_group, sg.update_group,
-              sg.delete_group)  # fmt: skip
-    _resource(
-        app, w, "security-group-rules", "rule_id", sg.list_rules, sg.create_rule, sg.show_rule, None, sg.delete_rule
-    )
-
-    app.router.add_get(f"{PREFIX}/extensions", w(list_extensions))
-    app.router.add_get(f"{PREFIX}/extensions/{{alias}}", w(show_extension))
-    app.router.add_get(f"{PREFIX}/quotas/{{project_id}}", w(show_quota))
-    app.router.add_get(f"{PREFIX}/quotas/{{project_id}}/details.json", w(show_quota_details))
-
-
-def _resource(app: web.Application, wrap: Any, collection: str, key: str, list_: Any, create: Any, show: Any,
-              update: Any, delete: Any) -> None:  # fmt: skip
-    """Neutron's five routes of one collection (no PUT where ``update`` is None)."""
-    base = f"{PREFIX}/{collection}"
-    app.router.add_get(base, wrap(list_))
-    app.router.add_post(base, wrap(create))
-    item = f"{base}/{{{key}}}"
-    app.router.add_get(item, wrap(show))
-    if update is not None:
-        app.router.add_put(item, wrap(update))
-    app.router.add_delete(item, wrap(delete))
+    routes.register(app, API, ROUTES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from aiohttp import web
 from common import exceptions
 from common.context import RequestContext
 from services.api.app import CONF, DB, Handler, ctx, paginate
-from services.api.validation import json_body, validate
+from services.api.validation import json_body
 
 __all__ = [
     "PREFIX",
@@ -23,7 +22,6 @@ __all__ = [
     "check_attributes",
     "default_sg_id",
     "list_response",
-    "neutron_errors",
     "owner_or_admin",
     "parse_bool",
     "parse_int",
@@ -33,7 +31,6 @@ __all__ = [
     "show_response",
     "text",
     "timestamp",
-    "validate_member",
 ]
 
 PREFIX = "/network/v2.0"
@@ -41,25 +38,6 @@ PREFIX = "/network/v2.0"
 _CONTROL = {"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse", "verbose"}
 _TAG_FILTERS = {"tags", "tags-any", "not-tags", "not-tags-any"}
 _SG_NAMESPACE = uuid.UUID("5e1b7c52-6a44-4b8e-9d0c-7f1e2a3b4c5d")
-
-
-def neutron_errors(handler: Handler) -> Handler:
-    """Answer client errors in Neutron's shape ``{"NeutronError": {"type", "message", "detail"}}``.
-
-    Server errors (>= 500) go on to the application's error middleware, which logs them.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except exceptions.StratusError as e:
-            if e.code >= 500:
-                raise
-            body = {"NeutronError": {"type": type(e).__name__, "message": e.message, "detail": ""}}
-            return web.json_response(body, status=e.code)
-
-    return wrapper
 
 
 def scope(c: RequestContext) -> str | None:
@@ -186,17 +164,12 @@ def check_attributes(body: Mapping[str, Any], known: Iterable[str], read_only: I
 
 
 async def body_of(request: web.Request, member: str) -> dict[str, Any]:
-    """The ``{member: {...}}`` object of a create or update request (checked by the caller: attributes first,
-    with ``check_attributes``, so an unknown one gets Neutron's message, then ``validate_member``)."""
+    """The ``{member: {...}}`` object of a create or update request, as its route validated it (the attributes'
+    values; the caller then refuses unknown and read-only attributes with ``check_attributes``)."""
     raw = await json_body(request)
     if not isinstance(raw, dict) or not isinstance(raw.get(member), dict) or set(raw) != {member}:
         raise exceptions.BadRequest(f"Resource body required: expected an object {{'{member}': {{...}}}}.")
     return raw[member]
-
-
-def validate_member(member: str, body: Mapping[str, Any], properties: dict[str, Any]) -> None:
-    """JSON-Schema check of a member's attributes; the 400 names the field (``network/mtu``)."""
-    validate({"type": "object", "properties": {member: {"type": "object", "properties": properties}}}, {member: body})
 
 
 def requested_project(c: RequestContext, body: Mapping[str, Any]) -> str:

@@ -26,7 +26,6 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
-    validate_member,
 )
 
 __all__ = ["network_view", "visible_network"]
@@ -140,7 +139,6 @@ async def create_network(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "network")
     check_attributes(body, CREATE_ATTRS)
-    validate_member("network", body, PROPERTIES)
     _admin_only(c, body)
     project_id = requested_project(c, body)
     conf = request.app[CONF]
@@ -167,7 +165,6 @@ async def update_network(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "network")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
-    validate_member("network", body, PROPERTIES)
     if "shared" in body and not c.is_admin:
         raise exceptions.Forbidden("Policy doesn't allow changing shared: it needs the admin role.")
     _admin_only(c, body)

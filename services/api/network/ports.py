@@ -27,7 +27,6 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
-    validate_member,
 )
 from services.api.network.networks import visible_network
 from services.network import ipam
@@ -216,7 +215,6 @@ async def create_port(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "port")
     check_attributes(body, CREATE_ATTRS)
-    validate_member("port", body, PROPERTIES)
     if "network_id" not in body:
         raise exceptions.BadRequest("Invalid input for operation: 'network_id' is required.")
     _check_privileged(c, body)
@@ -250,7 +248,6 @@ async def update_port(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "port")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
-    validate_member("port", body, PROPERTIES)
     _check_privileged(c, body)
     columns = {"binding:host_id": "binding_host"}
     values = {

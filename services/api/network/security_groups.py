@@ -29,7 +29,6 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
-    validate_member,
 )
 
 __all__ = ["default_group"]
@@ -189,7 +188,6 @@ async def create_group(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "security_group")
     check_attributes(body, GROUP_PROPERTIES)
-    validate_member("security_group", body, GROUP_PROPERTIES)
     project_id = requested_project(c, body)
     if body.get("name") == "default":
         raise exceptions.Conflict("Default security group already exists: a group cannot be named 'default'.")
@@ -207,7 +205,6 @@ async def update_group(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "security_group")
     check_attributes(body, ("name", "description"), ("id", "project_id", "tenant_id", "stateful"))
-    validate_member("security_group", body, GROUP_PROPERTIES)
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
         g = await _visible_group(conn, c, request.match_info["group_id"])
@@ -291,7 +288,6 @@ async def create_rule(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "security_group_rule")
     check_attributes(body, RULE_PROPERTIES)
-    validate_member("security_group_rule", body, RULE_PROPERTIES)
     if "security_group_id" not in body:
         raise exceptions.BadRequest("Invalid input for operation: 'security_group_id' is required.")
     rule = _validated_rule(body)

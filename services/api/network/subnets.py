@@ -26,7 +26,6 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
-    validate_member,
 )
 from services.api.network.networks import visible_network
 from services.network import ipam
@@ -46,7 +45,7 @@ FILTERS = {
     "enable_dhcp": ("enable_dhcp", parse_bool),
 }
 # Filters on extensions Stratus lacks: only their empty value matches anything.
-_NULL_FILTERS = ("subnetpool_id", "segment_id", "ipv6_ra_mode", "ipv6_address_mode")
+NULL_FILTERS = ("subnetpool_id", "segment_id", "ipv6_ra_mode", "ipv6_address_mode")
 
 _NAME = {"type": "string", "maxLength": 255}
 _POOL = {
@@ -136,7 +135,7 @@ async def _visible_subnet(conn: asyncpg.Connection, c: RequestContext, subnet_id
 
 async def list_subnets(request: web.Request) -> web.Response:
     c = ctx(request)
-    lq = parse_list_query(request, FILTERS, extra=_NULL_FILTERS)
+    lq = parse_list_query(request, FILTERS, extra=NULL_FILTERS)
     if lq.empty or any(v for values in lq.extra.values() for v in values):
         return list_response(request, "subnets", [], lq)
 
@@ -160,7 +159,6 @@ async def create_subnet(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "subnet")
     check_attributes(body, CREATE_ATTRS)
-    validate_member("subnet", body, PROPERTIES)
     for required in ("network_id", "cidr"):
         if required not in body:
             raise exceptions.BadRequest(
@@ -197,7 +195,6 @@ async def update_subnet(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "subnet")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
-    validate_member("subnet", body, PROPERTIES)
     plain = {k: v for k, v in body.items() if k in ("name", "description", "enable_dhcp")}
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
