@@ -51,7 +51,7 @@ _PARAM = re.compile(r"{([^}:]+)}")
 _INT = re.compile(r"^-?[0-9]{1,20}$")
 _SUCCESS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 300: "Multiple choices", 302: "Found"}
 _ERROR_TEXT = {
-    400: "Bad request: the message names the field or parameter and the limit it broke",
+    400: "Bad request: the message names the field, parameter or header and the limit it broke",
     401: "No token, or a token that is forged, malformed or expired",
     403: "The token's roles or project do not allow this",
     404: "No such resource (or not one the caller may see)",
@@ -191,6 +191,7 @@ class _Compiled:
         self.path = [(n, Checker(route.path_params[n])) for n in names]
         self.query = {n: (p, Checker(p.schema), _is_integer(p.schema)) for n, p in route.query.items()}
         self.required = [n for n, p in route.query.items() if p.required]
+        self.headers = [(n, Checker(p.schema)) for n, p in {**api.headers, **route.headers}.items()]
         self.strict = api.strict_query if route.strict_query is None else route.strict_query
         self.unknown = api.unknown_query
         self.body = Checker(route.body) if route.body is not None else None
@@ -255,6 +256,10 @@ def _endpoint(api: Api, route: Route) -> Any:
             raise exceptions.Forbidden("Policy doesn't allow this operation: it needs the admin role.")
         _check_path(compiled, request)
         request[QUERY] = _check_query(compiled, request)
+        for name, checker in compiled.headers:
+            value = request.headers.get(name)
+            if value is not None:
+                checker.check(value, what="header", root=name)
         if compiled.body is not None:
             body = parse_body(await _read(request))
             compiled.body.check(body)
@@ -325,6 +330,9 @@ def _responses(api: Api, route: Route) -> dict[str, Any]:
             "description": _ERROR_TEXT.get(status, "Error"),
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{api.name}_error"}}},
         }
+    if "400" in out:  # before any route: aiohttp's HTTP parser refuses a request line or header over 8190 bytes
+        out["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+        out["400"]["description"] += "; text/plain when the HTTP parser refuses a line longer than 8190 bytes"
     return out
 
 

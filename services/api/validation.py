@@ -55,10 +55,12 @@ _STATE_LIMIT = {"maxLength", "minLength", "maxItems", "minItems", "maxProperties
 
 def shorten(value: Any, limit: int = ECHO_LIMIT) -> str:
     """``repr(value)``, cut to ``limit`` characters with a note of the full length: safe to echo in a message."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
     text = repr(value)
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text)} characters)"
+    return f"{text[:limit]}... ({len(text)} characters of {type(value).__name__})"
 
 
 @functools.lru_cache(maxsize=_BY_ID_MAX)
@@ -172,6 +174,11 @@ def parse_body(raw: bytes) -> Any:
     try:
         body = jsonutils.loads(raw)
     except orjson.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}"
+        if "depth limit" in e.msg:
+            raise exceptions.BadRequest(f"Invalid request body: nested deeper than {MAX_DEPTH} levels ({where})") from e
+        if "surrogate" in e.msg:
+            raise exceptions.BadRequest(f"Invalid request body: lone UTF-16 surrogates are refused ({where})") from e
         raise exceptions.BadRequest(f"Malformed request body: {shorten(str(e))}") from e
     # JSON can only spell a NUL as \u0000 and nest with [ and {: the walk runs only when the text has either.
     if b"\\u0000" in raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:

@@ -132,7 +132,7 @@ def _one(key: str, item: dict[str, Any]) -> dict[str, Any]:
 
 # ----- the table ----------------------------------------------------------------------------------------------
 
-_SUBJECT = {"X-Subject-Token": Param(text(8192), "The token to validate or check")}
+_SUBJECT = {"X-Subject-Token": Param(text(4096), "The token to validate or check")}
 _NAME = {"name": Param(TEXT, "Only the one with this name")}
 P, U, R = {"project_id": ID}, {"user_id": ID}, {"role_id": ID}
 ROUTES: list[Route] = [

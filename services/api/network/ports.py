@@ -59,24 +59,27 @@ _FIXED_IPS = {
     "type": "array",
     "items": {
         "type": "object",
-        "properties": {"subnet_id": {"type": "string"}, "ip_address": {"type": "string"}},
+        "properties": {
+            "subnet_id": {"type": "string", "maxLength": 255},
+            "ip_address": {"type": "string", "maxLength": 64},
+        },
         "additionalProperties": False,
     },
 }
 PROPERTIES: dict[str, Any] = {
     "name": _NAME,
     "description": _NAME,
-    "network_id": {"type": "string", "minLength": 1},
+    "network_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "project_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "tenant_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "admin_state_up": {"type": "boolean"},
-    "mac_address": {"type": "string"},
+    "mac_address": {"type": "string", "maxLength": 64},
     "fixed_ips": _FIXED_IPS,
     "device_id": _NAME,
     "device_owner": _NAME,
     "dns_name": {"type": "string", "maxLength": 63},
     "binding:host_id": {"type": "string", "maxLength": 255},
-    "security_groups": {"type": "array", "items": {"type": "string"}},
+    "security_groups": {"type": "array", "items": {"type": "string", "maxLength": 255}},
     # Accepted at their only supported value, so clients that always send them keep working.
     "binding:vnic_type": {"const": "normal"},
     "binding:profile": {"type": "object", "maxProperties": 0},

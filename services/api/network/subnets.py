@@ -51,25 +51,25 @@ _NAME = {"type": "string", "maxLength": 255}
 _POOL = {
     "type": "object",
     "required": ["start", "end"],
-    "properties": {"start": {"type": "string"}, "end": {"type": "string"}},
+    "properties": {"start": {"type": "string", "maxLength": 64}, "end": {"type": "string", "maxLength": 64}},
 }
 _ROUTE = {
     "type": "object",
     "required": ["destination", "nexthop"],
-    "properties": {"destination": {"type": "string"}, "nexthop": {"type": "string"}},
+    "properties": {"destination": {"type": "string", "maxLength": 64}, "nexthop": {"type": "string", "maxLength": 64}},
 }
 PROPERTIES: dict[str, Any] = {
     "name": _NAME,
     "description": _NAME,
-    "network_id": {"type": "string", "minLength": 1},
+    "network_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "project_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "tenant_id": {"type": "string", "minLength": 1, "maxLength": 255},
     "ip_version": {"enum": [4]},
-    "cidr": {"type": "string"},
-    "gateway_ip": {"type": ["string", "null"]},
+    "cidr": {"type": "string", "maxLength": 64},
+    "gateway_ip": {"type": ["string", "null"], "maxLength": 64},
     "enable_dhcp": {"type": "boolean"},
     "allocation_pools": {"type": "array", "items": _POOL},
-    "dns_nameservers": {"type": "array", "items": {"type": "string"}},
+    "dns_nameservers": {"type": "array", "items": {"type": "string", "maxLength": 64}},
     "host_routes": {"type": "array", "items": _ROUTE},
     # Accepted at their only supported value, so clients that always send them keep working.
     "subnetpool_id": {"type": "null"},
