@@ -70,7 +70,12 @@ ACTION: dict[str, Any] = {
                 "metadata": {
                     "type": "object",
                     "propertyNames": {"minLength": 1, "maxLength": 255},
-                    "additionalProperties": {"type": ["string", "null", "number"], "maxLength": 255},
+                    # Stored as text; the ratio keys are bounded by _check_metadata.
+                    "additionalProperties": {
+                        "type": ["string", "null", "number"],
+                        "maxLength": 255,
+                        "$comment": "stored as text",
+                    },
                 }
             },
             "additionalProperties": False,

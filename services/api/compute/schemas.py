@@ -57,6 +57,7 @@ _BDM = {
 _UUID = {
     "type": "string",
     "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+    "maxLength": 36,
 }
 _INSTANCE_IDS = {"oneOf": [_UUID, {"type": "array", "items": _UUID, "minItems": 1, "maxItems": 100}]}
 # The hints Stratus' filters read; anything else is refused rather than silently ignored.
@@ -213,7 +214,11 @@ FLAVOR_EXTRA_SPECS: dict[str, Any] = {
         "extra_specs": {
             "type": "object",
             "propertyNames": {"minLength": 1, "maxLength": 255, "pattern": r"^[a-zA-Z0-9-_:. ]+$"},
-            "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": 255},
+            "additionalProperties": {
+                "type": ["string", "number", "boolean"],
+                "maxLength": 255,
+                "$comment": "stored as text",
+            },
         }
     },
     "additionalProperties": False,

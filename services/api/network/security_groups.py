@@ -62,7 +62,7 @@ RULE_PROPERTIES = {
     "security_group_id": _NAME,
     "direction": {"enum": ["ingress", "egress"]},
     "ethertype": {"enum": ["IPv4", "IPv6"]},
-    "protocol": {"type": ["string", "integer", "null"], "maxLength": 32},
+    "protocol": {"type": ["string", "integer", "null"], "maxLength": 32, "$comment": "stored as text"},
     "port_range_min": _PORT,
     "port_range_max": _PORT,
     "remote_ip_prefix": {"type": ["string", "null"], "maxLength": 64},
