@@ -102,3 +102,36 @@ def test_schemas_built_per_request_are_bounded_and_never_mixed_up():
     hits = validation._compiled.cache_info().hits
     validate({"type": "object", "properties": {f"m{last % 7}": {"type": "integer", "maximum": last}}}, {})
     assert validation._compiled.cache_info().hits == hits + 1
+
+
+def test_the_message_states_the_limit_and_cuts_the_value():
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 255}}}
+    with pytest.raises(exceptions.BadRequest) as e:
+        validate(schema, {"name": "x" * 1_000_000})
+    assert "(maxLength 255)" in e.value.message and "1000000 characters" in e.value.message
+    assert len(e.value.message) < validation.ECHO_LIMIT + 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"[" * 40 + b"]" * 40, "nested deeper than 32"),
+        (b"[" * 5000 + b"]" * 5000, "nested deeper than 32"),
+        (b'{"a": "\\ud800"}', "lone UTF-16 surrogates"),
+        (b'{"a": "\xed\xa0\x80"}', "lone UTF-16 surrogates"),
+        (b'{"a": {"b": ["x", "y\\u0000"]}}', "a/b/1: NUL characters"),
+        (b'{"a\\u0000": 1}', "a key holds a NUL"),
+        (b'{"a": NaN}', "Malformed request body"),
+        (b'{"a": 1e999}', "Malformed request body"),
+        (b"", "empty"),
+    ],
+)
+def test_parse_body_refuses_what_no_column_holds(raw, needle):
+    with pytest.raises(exceptions.BadRequest) as e:
+        validation.parse_body(raw)
+    assert needle in e.value.message
+
+
+def test_parse_body_takes_an_escaped_backslash_before_u0000_as_text():
+    # "\\u0000" is a backslash then "u0000": no NUL, so the walk finds nothing and the body is accepted.
+    assert validation.parse_body(b'{"a": "\\\\u0000"}') == {"a": "\\u0000"}
