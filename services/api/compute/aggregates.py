@@ -189,8 +189,8 @@ def _check_metadata(metadata: Mapping[str, Any]) -> dict[str, str | None]:
         value = str(value)
         if key in db.RATIO_KEYS and db.parse_ratio(value) is None:
             raise exceptions.BadRequest(
-                f"Invalid input for field/attribute set_metadata/metadata/{key}: {shorten(value)} is not a number "
-                f"in (0, {db.MAX_RATIO:g}]."
+                f"Invalid input for field/attribute set_metadata/metadata/{key}: {shorten(value)} is not a positive "
+                f"number in (0, {db.MAX_RATIO:g}]."
             )
         out[key] = value
     return out
