@@ -131,6 +131,14 @@ api_opts = [
     ),
     cfg.IntOpt("token_ttl", default=86400, min=60, help="Seconds a token stays valid."),
     cfg.FloatOpt(
+        "revocation_refresh_interval",
+        default=1.0,
+        min=0.1,
+        help="Seconds between reloads of the revocation events (removed roles, revoked tokens) from the database: "
+        "a revocation made on another API node is honoured here within this time (at once on the node that "
+        "made it).",
+    ),
+    cfg.FloatOpt(
         "drain_seconds",
         default=3.0,
         help="On SIGTERM, seconds /healthcheck answers 503 (so the load balancer stops sending) before the "

@@ -64,11 +64,7 @@ def neutron_errors(handler: Handler) -> Handler:
 
 def scope(c: RequestContext) -> str | None:
     """The project whose resources a caller sees, or None for an admin (everything)."""
-    if c.is_admin:
-        return None
-    if not c.project_id:
-        raise exceptions.Forbidden("The Network API needs a project-scoped token.")
-    return c.project_id
+    return c.scope
 
 
 def owner_or_admin(c: RequestContext, row: Mapping[str, Any], what: str) -> None:
@@ -207,9 +203,7 @@ def requested_project(c: RequestContext, body: Mapping[str, Any]) -> str:
         raise exceptions.BadRequest("project_id and tenant_id do not match.")
     wanted = pid or tid
     if wanted is None:
-        if not c.project_id:
-            raise exceptions.BadRequest("project_id is required with a token that is not project-scoped.")
-        return c.project_id
+        return c.project
     if wanted != c.project_id and not c.is_admin:
         raise exceptions.Forbidden("Policy doesn't allow creating resources for another project.")
     return wanted

@@ -136,7 +136,7 @@ async def _projects(conn: asyncpg.Connection, c: RequestContext) -> list[str] | 
         for r in await conn.fetch("SELECT id FROM projects ORDER BY id"):
             await db.ensure_default(conn, r["id"])
         return None
-    return [c.project_id]
+    return [c.project]
 
 
 async def _visible_group(conn: asyncpg.Connection, c: RequestContext, group_id: str) -> asyncpg.Record:
