@@ -149,7 +149,7 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
             LOG.error("%s %s failed: %s", request.method, request.path, e.message)
         elif e.code in (401, 403):  # refused before the handler ran: say so, as the handler's own lines would
             LOG.info("%s %s refused (%d): %s", request.method, request.path[:200], e.code, e.message)
-        resp = error_response(e, request_id)
+        resp = error_response(e, request_id, request.path)
     except web.HTTPException as e:
         status = e.status
         if e.status >= 400 and e.status != 405 and e.status != 404:
@@ -169,6 +169,7 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
         resp = error_response(
             exceptions.ServiceUnavailable(f"The database is unavailable; retry later (request {request_id})."),
             request_id,
+            request.path,
         )
         resp.headers["Retry-After"] = "1"
     except Exception:
@@ -179,6 +180,7 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
                 f"Unexpected API error (request {request_id}); the operator can find it in the API log."
             ),
             request_id,
+            request.path,
         )
     if request.app[DRAINING].is_set():
         # No keep-alive while draining: the load balancer must not reuse a connection to a node about to close.

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from common import exceptions
 from services.api.app import CONF, Handler, public
+from services.api.errors import error_body
 from services.api.identity import resources, tokens
 from services.api.identity.catalog import identity_version, identity_versions
 
@@ -27,8 +28,7 @@ def _keystone_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except exceptions.StratusError as e:
-            title = type(e).__name__ if type(e).__module__ == exceptions.__name__ else e.title
-            return web.json_response({"error": {"code": e.code, "message": e.message, "title": title}}, status=e.code)
+            return web.json_response(error_body(e, "/identity"), status=e.code)
 
     return wrapper
 

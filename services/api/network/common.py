@@ -14,6 +14,7 @@ from aiohttp import web
 from common import exceptions
 from common.context import RequestContext
 from services.api.app import CONF, DB, Handler, ctx, paginate
+from services.api.errors import error_body
 from services.api.validation import json_body, validate
 
 __all__ = [
@@ -56,8 +57,7 @@ def neutron_errors(handler: Handler) -> Handler:
         except exceptions.StratusError as e:
             if e.code >= 500:
                 raise
-            body = {"NeutronError": {"type": type(e).__name__, "message": e.message, "detail": ""}}
-            return web.json_response(body, status=e.code)
+            return web.json_response(error_body(e, PREFIX), status=e.code)
 
     return wrapper
 
