@@ -11,9 +11,25 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-from oslo_config import cfg
+from oslo_config import cfg, types
+
+from common import netvalues
 
 __all__ = ["list_opts", "new_conf", "parse_args"]
+
+
+class _DnsDomain(types.String):
+    """An option type: a DNS domain name as ``common.netvalues.dns_domain`` accepts it (not empty)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="DNS domain name")
+
+    def __call__(self, value: str) -> str:
+        try:
+            return netvalues.dns_domain(super().__call__(value), "dns_domain", allow_empty=False)
+        except netvalues.InvalidInput as e:
+            raise ValueError(e.message) from None
+
 
 cli_opts = [
     cfg.BoolOpt("debug", short="d", default=False, help="Log at DEBUG level."),
@@ -355,7 +371,13 @@ network_opts = [
         help="MAC prefix for ports: the first three octets are kept, the rest random (locally administered).",
     ),
     cfg.StrOpt("bridge_prefix", default="brq", help="Prefix of the Linux bridge made for each network."),
-    cfg.StrOpt("dns_domain", default="stratus.local", help="DNS domain guests' names live in."),
+    cfg.Opt(
+        "dns_domain",
+        type=_DnsDomain(),
+        default="stratus.local",
+        help="DNS domain guests' names live in (networks without a dns_domain of their own): an RFC 1123 name in "
+        "ASCII, as dnsmasq is given it.",
+    ),
     cfg.BoolOpt(
         "serve_dhcp",
         default=False,

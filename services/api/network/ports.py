@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from common import exceptions
+from common import exceptions, netvalues
 from common.context import RequestContext
 from common.db import instances as instances_db
 from common.db import networks as db
@@ -77,7 +77,7 @@ PROPERTIES: dict[str, Any] = {
     "fixed_ips": _FIXED_IPS,
     "device_id": _NAME,
     "device_owner": _NAME,
-    "dns_name": {"type": "string", "maxLength": 63},
+    "dns_name": {"type": "string", "maxLength": 63},  # and a DNS label: _checked_dns_name()
     "binding:host_id": {"type": "string", "maxLength": 255},
     "security_groups": {"type": "array", "items": {"type": "string"}},
     # Accepted at their only supported value, so clients that always send them keep working.
@@ -91,6 +91,14 @@ PROPERTIES: dict[str, Any] = {
 CREATE_ATTRS = set(PROPERTIES)
 UPDATE_ATTRS = CREATE_ATTRS - {"network_id", "project_id", "tenant_id"}
 READ_ONLY = {"id", "network_id", "project_id", "tenant_id", "status", "created_at", "updated_at", "revision_number"}
+
+
+def _checked_dns_name(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with its ``dns_name`` (if any) checked: "" or one DNS label of ASCII letters, digits and hyphens
+    (``common.netvalues.dns_label``), as it reaches dnsmasq's files; ``BadRequest`` (400) naming it otherwise."""
+    if "dns_name" not in body:
+        return dict(body)
+    return {**body, "dns_name": netvalues.dns_label(body["dns_name"], "dns_name")}
 
 
 def port_view(
@@ -260,6 +268,7 @@ async def create_port(request: web.Request) -> web.Response:
     body = await body_of(request, "port")
     check_attributes(body, CREATE_ATTRS)
     validate_member("port", body, PROPERTIES)
+    body = _checked_dns_name(body)
     if "network_id" not in body:
         raise exceptions.BadRequest("Invalid input for operation: 'network_id' is required.")
     _check_privileged(c, body)
@@ -295,6 +304,7 @@ async def update_port(request: web.Request) -> web.Response:
     body = await body_of(request, "port")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
     validate_member("port", body, PROPERTIES)
+    body = _checked_dns_name(body)
     _check_privileged(c, body)
     columns = {"binding:host_id": "binding_host"}
     values = {
