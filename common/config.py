@@ -11,9 +11,25 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-from oslo_config import cfg
+from oslo_config import cfg, types
+
+from common import netvalues
 
 __all__ = ["list_opts", "new_conf", "parse_args"]
+
+
+class _DnsDomain(types.String):
+    """An option type: a DNS domain name as ``common.netvalues.dns_domain`` accepts it (not empty)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="DNS domain name")
+
+    def __call__(self, value: str) -> str:
+        try:
+            return netvalues.dns_domain(super().__call__(value), "dns_domain", allow_empty=False)
+        except netvalues.InvalidInput as e:
+            raise ValueError(e.message) from None
+
 
 cli_opts = [
     cfg.BoolOpt("debug", short="d", default=False, help="Log at DEBUG level."),
@@ -130,6 +146,14 @@ api_opts = [
         help="Key that signs tokens. Every API node of a cloud must share it: tokens are verified, not stored.",
     ),
     cfg.IntOpt("token_ttl", default=86400, min=60, help="Seconds a token stays valid."),
+    cfg.FloatOpt(
+        "revocation_refresh_interval",
+        default=1.0,
+        min=0.1,
+        help="Seconds between reloads of the revocation events (removed roles, revoked tokens) from the database: "
+        "a revocation made on another API node is honoured here within this time (at once on the node that "
+        "made it).",
+    ),
     cfg.FloatOpt(
         "drain_seconds",
         default=3.0,
@@ -347,7 +371,13 @@ network_opts = [
         help="MAC prefix for ports: the first three octets are kept, the rest random (locally administered).",
     ),
     cfg.StrOpt("bridge_prefix", default="brq", help="Prefix of the Linux bridge made for each network."),
-    cfg.StrOpt("dns_domain", default="stratus.local", help="DNS domain guests' names live in."),
+    cfg.Opt(
+        "dns_domain",
+        type=_DnsDomain(),
+        default="stratus.local",
+        help="DNS domain guests' names live in (networks without a dns_domain of their own): an RFC 1123 name in "
+        "ASCII, as dnsmasq is given it.",
+    ),
     cfg.BoolOpt(
         "serve_dhcp",
         default=False,

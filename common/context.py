@@ -7,7 +7,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RequestContext", "current", "generate_request_id"]
+from common import exceptions
+
+__all__ = ["NEEDS_PROJECT", "RequestContext", "current", "generate_request_id"]
+
+NEEDS_PROJECT = (
+    "This request needs a project-scoped token: an unscoped token may only list the user's projects, inspect "
+    "itself and get a scoped token."
+)
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("stratus_ctx", default=None)
 
@@ -30,6 +37,20 @@ class RequestContext:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def project(self) -> str:
+        """The caller's project. ``Forbidden`` without one: code that acts for a project cannot run on an
+        unscoped token (fail closed), whatever route it was reached by."""
+        if not self.project_id:
+            raise exceptions.Forbidden(NEEDS_PROJECT)
+        return self.project_id
+
+    @property
+    def scope(self) -> str | None:
+        """The project whose resources the caller sees: None for an admin (every project), else ``project``
+        (so ``Forbidden`` without one). Never None for a caller that is not an admin."""
+        return None if self.is_admin else self.project
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -30,8 +30,10 @@ __all__ = [
     "list_projects",
     "list_roles",
     "list_users",
+    "live_revocations",
     "new_id",
     "projects_for_user",
+    "revoke",
     "roles_for",
     "set_password",
     "unassign_role",
@@ -225,4 +227,39 @@ async def list_assignments(
         " FROM role_assignments a JOIN users u ON u.id = a.user_id JOIN projects p ON p.id = a.project_id"
         f" JOIN roles r ON r.id = a.role_id WHERE {' AND '.join(where)} ORDER BY u.name, p.name, r.name",
         *args,
+    )
+
+
+# ----- revocation events --------------------------------------------------------------------------------------
+
+
+async def revoke(
+    conn: asyncpg.Connection,
+    *,
+    ttl: float,
+    user_id: str | None = None,
+    project_id: str | None = None,
+    audit_id: str | None = None,
+    reason: str = "",
+) -> asyncpg.Record:
+    """Record a revocation event: the token ``audit_id``, or every token of ``user_id`` (on ``project_id``, or on
+    every project when it is None) issued before now. ``ttl``: the token lifetime, after which the event can
+    match no live token and is dropped."""
+    return await conn.fetchrow(
+        "INSERT INTO revocation_events (user_id, project_id, audit_id, expires_at, reason)"
+        " VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4), $5) RETURNING *",
+        user_id,
+        project_id,
+        audit_id,
+        float(ttl),
+        reason,
+    )
+
+
+async def live_revocations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every revocation event that can still match a live token; expired ones are deleted on the way."""
+    await conn.execute("DELETE FROM revocation_events WHERE expires_at < now() - interval '1 minute'")
+    return await conn.fetch(
+        "SELECT id, user_id, project_id, audit_id, EXTRACT(EPOCH FROM issued_before)::float8 AS issued_before"
+        " FROM revocation_events WHERE expires_at >= now() ORDER BY id"
     )

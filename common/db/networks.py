@@ -642,8 +642,19 @@ async def get_port(conn: asyncpg.Connection, port_id: str, *, for_update: bool =
     return await conn.fetchrow(f"SELECT * FROM ports WHERE id = $1{lock}", port_id)
 
 
+# The ports a server holds: bound to it by the cloud (device_owner compute:nova) and of the server's own project.
+# Every lookup by device goes through this condition, so a port that names another project's server as its
+# device (which the API refuses, but a row is not a proof) is never taken for one of its ports.
+_SERVER_PORTS = (
+    "FROM ports p JOIN instances i ON i.id = p.device_id AND i.project_id = p.project_id"
+    f" WHERE p.device_id = $1 AND p.device_owner = '{DEVICE_OWNER_COMPUTE}'"
+)
+
+
 async def ports_for_device(conn: asyncpg.Connection, device_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM ports WHERE device_id = $1 ORDER BY created_at, id", device_id)
+    """The ports of server ``device_id`` (``_SERVER_PORTS``: the cloud's binding, the server's project), also
+    once it is deleted."""
+    return await conn.fetch(f"SELECT p.* {_SERVER_PORTS} ORDER BY p.created_at, p.id", device_id)
 
 
 async def fixed_ips_for(conn: asyncpg.Connection, port_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
@@ -861,7 +872,8 @@ async def attach_instance_ports(
     for n, req in enumerate(networks):
         if req.get("port"):
             port = await get_port(conn, req["port"], for_update=True)
-            if port is None:
+            if port is None or port["project_id"] != project_id:
+                # Checked here too, not only by the API: a server only ever holds ports of its own project.
                 raise exceptions.NotFound(f"Port {req['port']} could not be found.")
             if port["device_id"] not in ("", instance_id):
                 raise exceptions.Conflict(
@@ -884,10 +896,11 @@ async def attach_instance_ports(
 BIND_INSTANCE_PORTS = (
     "UPDATE ports SET binding_host = {host}, status = 'ACTIVE', updated_at = now(), "
     "revision_number = revision_number + 1 "
-    f"WHERE device_id = {{instance}} AND device_owner = '{DEVICE_OWNER_COMPUTE}'"
+    f"WHERE device_id = {{instance}} AND device_owner = '{DEVICE_OWNER_COMPUTE}' "
+    "AND project_id = (SELECT project_id FROM instances WHERE id = {instance})"
 )
 """``bind_instance_ports`` as SQL with ``{host}`` and ``{instance}`` to fill in (the scheduler's one-statement
-claim embeds it)."""
+claim embeds it). Only the server's own ports bind (its project's, bound to it by the cloud)."""
 
 
 async def bind_instance_ports(conn: asyncpg.Connection, instance_id: str, host: str) -> None:
@@ -909,7 +922,7 @@ async def release_instance_ports(conn: asyncpg.Connection, instance_id: str) -> 
     Idempotent (a second call finds nothing). Returns ``{"deleted": [...], "unbound": [...]}`` port ids.
     """
     deleted, unbound = [], []
-    for port in await conn.fetch("SELECT * FROM ports WHERE device_id = $1 FOR UPDATE", instance_id):
+    for port in await conn.fetch(f"SELECT p.* {_SERVER_PORTS} ORDER BY p.id FOR UPDATE OF p", instance_id):
         if port["auto_delete"]:
             await delete_port(conn, port["id"])
             deleted.append(port["id"])

@@ -17,8 +17,8 @@ PACKAGES=(
     libvirt-dev pkg-config python3-venv python3-dev gcc
     # guest image (devstack/tools/build-guest-image.sh)
     linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools busybox-static fdisk cpio
-    # network service
-    dnsmasq-base nftables iproute2
+    # network service (dnsmasq-utils: dhcp_release, which frees a lease when its port goes)
+    dnsmasq-base dnsmasq-utils nftables iproute2
     # config drives (ISO 9660, config-2) and isoinfo for their tests
     genisoimage
     # scripts: envsubst, curl, pgrep/ps, runuser/setsid/flock

@@ -10,7 +10,7 @@ import asyncio
 import importlib.metadata
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,24 +20,27 @@ from oslo_config import cfg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from common import exceptions
-from common.context import RequestContext, generate_request_id
+from common.context import NEEDS_PROJECT, RequestContext, generate_request_id
 from common.db.pool import RETRYABLE as DB_RETRYABLE
 from common.db.pool import Database
 from common.rpc import RpcClient, Transport
-from services.api.auth import TokenSigner
+from services.api.auth import TokenPayload, TokenSigner
 from services.api.errors import MethodNotAllowed, error_response
+from services.api.revocation import Revocations
 from services.api.validation import shorten
 
 __all__ = [
     "CONF",
     "DB",
     "DRAINING",
+    "REVOCATIONS",
     "RPC",
     "SIGNER",
     "create_app",
     "ctx",
     "public",
     "require_admin",
+    "unscoped_ok",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ DB = web.AppKey("db", Database)
 TRANSPORT = web.AppKey("transport", Transport)
 RPC = web.AppKey("rpc", RpcClient)
 SIGNER = web.AppKey("signer", TokenSigner)
+REVOCATIONS = web.AppKey("revocations", Revocations)
 DRAINING = web.AppKey("draining", asyncio.Event)
 DB_LAST_OK = web.AppKey("db_last_ok", list)  # [monotonic time of the last successful database probe]
 
@@ -72,6 +76,13 @@ def public(handler: Handler) -> Handler:
     return handler
 
 
+def unscoped_ok(handler: Handler) -> Handler:
+    """Mark a handler an unscoped token may reach (as in Keystone: list the user's projects, inspect the token,
+    get a scoped one). Every other route refuses a token without a project."""
+    handler.__stratus_unscoped__ = True  # type: ignore[attr-defined]
+    return handler
+
+
 def ctx(request: web.Request) -> RequestContext:
     return request["ctx"]
 
@@ -83,10 +94,41 @@ def require_admin(request: web.Request) -> RequestContext:
     return c
 
 
-def _is_public(request: web.Request) -> bool:
+def _marked(request: web.Request, marker: str) -> bool:
     handler = request.match_info.handler
     target = getattr(handler, "__func__", handler)
-    return bool(getattr(target, "__stratus_public__", False))
+    return bool(getattr(target, marker, False))
+
+
+def _is_public(request: web.Request) -> bool:
+    return _marked(request, "__stratus_public__")
+
+
+def _authenticate(request: web.Request, token: str, request_id: str) -> RequestContext:
+    """The context of a request that carries a token: ``Unauthorized`` for a bad, expired or revoked one,
+    ``Forbidden`` for an unscoped token on a route that needs a project, ``BadRequest`` for a Compute URL that
+    names another project than the token's (as Nova answers)."""
+    p: TokenPayload = request.app[SIGNER].verify(token)
+    if request.app[REVOCATIONS].revoked(p):
+        raise exceptions.Unauthorized("The token has been revoked.")
+    c = RequestContext(
+        request_id=request_id,
+        user_id=p.user_id,
+        project_id=p.project_id,
+        roles=p.roles,
+        user_name=p.user_name,
+        project_name=p.project_name,
+    )
+    request["token"] = p
+    if p.project_id is None and not (_is_public(request) or _marked(request, "__stratus_unscoped__")):
+        raise exceptions.Forbidden(NEEDS_PROJECT)
+    url_project = request.match_info.get("url_project_id")
+    if url_project is not None and url_project != p.project_id:
+        raise exceptions.BadRequest(
+            f"Malformed request URL: URL's project_id '{url_project[:64]}' doesn't match Context's project_id "
+            f"'{p.project_id}'"
+        )
+    return c
 
 
 @web.middleware
@@ -95,21 +137,14 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
     request_id = generate_request_id()
     started = time.monotonic()
     status = 500
+    anonymous = RequestContext(request_id=request_id)
+    anonymous.bind()  # what is logged while the token is checked carries the request id too
     try:
         token = request.headers.get("X-Auth-Token")
         if token and request.match_info.route.resource is not None:
-            p = request.app[SIGNER].verify(token)
-            c = RequestContext(
-                request_id=request_id,
-                user_id=p.user_id,
-                project_id=p.project_id,
-                roles=p.roles,
-                user_name=p.user_name,
-                project_name=p.project_name,
-            )
-            request["token"] = p
+            c = _authenticate(request, token, request_id)
         elif _is_public(request) or request.match_info.http_exception is not None:
-            c = RequestContext(request_id=request_id)
+            c = anonymous
         else:
             raise exceptions.Unauthorized("The request you have made requires authentication.")
         request["ctx"] = c
@@ -120,6 +155,8 @@ async def _context_middleware(request: web.Request, handler: Handler) -> web.Str
         status = e.code
         if e.code >= 500:
             LOG.error("%s %s failed: %s", request.method, request.path, e.message)
+        elif e.code in (401, 403):  # refused before the handler ran: say so, as the handler's own lines would
+            LOG.info("%s %s refused (%d): %s", request.method, request.path[:200], e.code, e.message)
         resp = error_response(request, e, request_id)
     except web.HTTPException as e:
         status = e.status
@@ -190,6 +227,8 @@ async def healthcheck(request: web.Request) -> web.Response:
             problems.append(f"database: {e or type(e).__name__}")
     if not app[TRANSPORT].connected:
         problems.append("broker: not connected")
+    if not app[REVOCATIONS].loaded.is_set():
+        problems.append("revocation events: not loaded yet")
     if problems:
         return web.Response(status=503, text="; ".join(problems) + "\n")
     return web.Response(text="OK\n")
@@ -248,6 +287,20 @@ def _root_routes() -> list[Any]:
     ], NOVA_ERROR  # fmt: skip
 
 
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Revocation events load with the application and reload until it stops. A first load that fails is
+    retried by the reload loop; until one succeeds /healthcheck says so (503), keeping the node out of the
+    load balancer rather than accepting tokens it cannot check."""
+    revocations = app[REVOCATIONS]
+    try:
+        await revocations.reload()
+    except Exception as e:
+        LOG.warning("could not load revocation events yet (retrying): %s", e)
+    await revocations.start_refreshing()
+    yield
+    await revocations.stop()
+
+
 def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.Application:
     """Build the application around already-open resources (the caller owns their lifecycle)."""
     from services.api import compute, identity, image, network, routes
@@ -259,6 +312,8 @@ def create_app(conf: cfg.ConfigOpts, db: Database, transport: Transport) -> web.
     app[TRANSPORT] = transport
     app[RPC] = transport.client()
     app[SIGNER] = TokenSigner(conf.api.token_secret, conf.api.token_ttl)
+    app[REVOCATIONS] = Revocations(db, conf.api.revocation_refresh_interval)
+    app.cleanup_ctx.append(_revocations_ctx)
     app[DRAINING] = asyncio.Event()
     app[DB_LAST_OK] = [time.monotonic()]
     table, nova_error = _root_routes()

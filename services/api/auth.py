@@ -27,6 +27,10 @@ class TokenPayload:
     audit_id: str
 
 
+_REQUIRED = ["sub", "iat", "exp", "aud", "jti"]
+_NOT_A_TOKEN = "The request you have made requires authentication."
+
+
 class TokenSigner:
     def __init__(self, secret: str, ttl: int) -> None:
         self._secret = secret
@@ -48,7 +52,9 @@ class TokenSigner:
             "pid": project_id,
             "pn": project_name,
             "roles": list(roles),
-            "iat": int(now),
+            # To the microsecond: a revocation at time t refuses tokens issued before t, and a token issued
+            # just after it, within the same second, must not be taken for one of them.
+            "iat": round(now, 6),
             "exp": int(payload.expires_at),
             "aud": "stratus",
             "jti": payload.audit_id,
@@ -56,7 +62,10 @@ class TokenSigner:
         return jwt.encode(claims, self._secret, algorithm="HS256"), payload
 
     def verify(self, token: str) -> TokenPayload:
-        """The token's payload; ``Unauthorized`` if it is forged, malformed or expired."""
+        """The token's payload; ``Unauthorized`` if it is forged, malformed (not ASCII, claims missing or of the
+        wrong type) or expired."""
+        if not token.isascii():
+            raise exceptions.Unauthorized(_NOT_A_TOKEN)
         payload = self._verified(token)
         if payload.expires_at <= time.time():
             raise exceptions.Unauthorized("The token has expired.")
@@ -64,11 +73,22 @@ class TokenSigner:
 
     def _decode(self, token: str) -> TokenPayload:
         try:
-            c = jwt.decode(token, self._secret, algorithms=["HS256"], audience="stratus")
+            c = jwt.decode(
+                token, self._secret, algorithms=["HS256"], audience="stratus", options={"require": _REQUIRED}
+            )
         except jwt.ExpiredSignatureError:
             raise exceptions.Unauthorized("The token has expired.") from None
         except jwt.InvalidTokenError:
-            raise exceptions.Unauthorized("The request you have made requires authentication.") from None
-        return TokenPayload(
-            c["sub"], c["un"], c.get("pid"), c.get("pn"), tuple(c.get("roles", ())), c["iat"], c["exp"], c["jti"]
-        )
+            raise exceptions.Unauthorized(_NOT_A_TOKEN) from None
+        # A token signed with our key was made by us, but check its shape anyway: a key that leaked into a test
+        # or an older release's token must give a 401, never a KeyError or TypeError deep in a handler.
+        roles = c.get("roles", [])
+        if not (
+            all(isinstance(c.get(k), str) for k in ("sub", "un", "jti"))
+            and all(isinstance(c.get(k), str | None) for k in ("pid", "pn"))
+            and isinstance(roles, list)
+            and all(isinstance(r, str) for r in roles)
+            and all(isinstance(c[k], int | float) and not isinstance(c[k], bool) for k in ("iat", "exp"))
+        ):
+            raise exceptions.Unauthorized(_NOT_A_TOKEN)
+        return TokenPayload(c["sub"], c["un"], c.get("pid"), c.get("pn"), tuple(roles), c["iat"], c["exp"], c["jti"])

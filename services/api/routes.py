@@ -134,8 +134,8 @@ class Route:
 
     @property
     def unscoped_ok(self) -> bool:
-        """An unscoped token may call it: the handler carries ``@unscoped_ok``."""
-        return bool(getattr(self.handler, "__stratus_unscoped_ok__", False))
+        """An unscoped token may call it: the handler carries ``@unscoped_ok`` (``services.api.app``)."""
+        return bool(getattr(self.handler, "__stratus_unscoped__", False))
 
     def router_path(self) -> str:
         """The path as the router takes it: ``{name:regex}`` for each parameter with a pattern."""

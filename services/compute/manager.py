@@ -198,8 +198,10 @@ class ComputeManager:
         try:
             async with self._build_step(progress, BuildStep.NETWORK):
                 # The ports were made with the instance and bound to this host by the claim (request_spec):
-                # anti-spoofing and security groups are in place before the guest sends its first frame.
-                await self.sync_firewall(ctx)
+                # anti-spoofing and security groups are in place before the guest sends its first frame. A port
+                # the firewall refused (values nft cannot take) drops everything: the build stops here.
+                refused = await self.sync_firewall(ctx)
+                fw.raise_if_refused(refused, [p["id"] for p in request_spec["ports"]])
             # Guarded: casts may be applied out of order, and this one must never undo ACTIVE.
             progress.update({"task_state": TaskState.SPAWNING}, [TaskState.NETWORKING])
             async with self._build_step(progress, BuildStep.IMAGE):
@@ -386,13 +388,16 @@ class ComputeManager:
         await self.conductor.report_capacity(ctx or RequestContext.admin(), capacity=report)
         return report
 
-    async def sync_firewall(self, ctx: RequestContext) -> None:
+    async def sync_firewall(self, ctx: RequestContext) -> dict[str, str]:
         """Make this host's nftables rules match the network service's view of its ports. Idempotent; may raise.
 
-        A no-op (and no RPC) where the driver has no real guest traffic (``test:///``).
+        Returns the ports the firewall refused (port id → the bad field and value, or nft's complaint): each
+        drops all its traffic while the others' rules apply (``NftFirewall.apply``, which logs them). A no-op
+        (and no RPC) where the driver has no real guest traffic (``test:///``).
         """
-        if self.firewall.enabled:
-            await self.firewall.apply(await self.network.get_host_ports(ctx, host=self.host))
+        if not self.firewall.enabled:
+            return {}
+        return await self.firewall.apply(await self.network.get_host_ports(ctx, host=self.host))
 
     async def _sync_firewall_quietly(self, ctx: RequestContext) -> None:
         """For paths where stale rules are harmless until the next periodic sync (a deleted port's tap is gone)."""

@@ -15,6 +15,17 @@ Both processes are daemons with pid files under ``<state_path>/network/<N>/``: t
 network service, which re-adopts them on start (the pid file plus a command-line check), so restarting the
 service costs DHCP and DNS nothing. ``sync()`` converges the node on the database and is idempotent; networks
 that are gone (or lost DHCP) are torn down: processes, namespace, veth, and the bridge when nothing else is on it.
+
+Every value written into dnsmasq's files or command line is checked again here (``plan_from``, with the
+validators the API uses, ``common.netvalues``), whatever the API let in: a network whose own values fail (its
+domain, the subnet's gateway, DNS servers or routes, its bridge) is skipped with an error naming it and the
+value, and keeps what already serves it; a port whose MAC or address fails is left out of the hosts file, one
+whose name fails is served without a name. Other networks and ports are served as usual.
+
+dnsmasq keeps its leases in memory only (``--leasefile-ro``) for 24 h, while IPAM hands a freed address out at
+once. So every pass compares the hosts file on disk (what the running dnsmasq was told, also after a restart of
+this service) with the new plan and has dnsmasq release, with ``dhcp_release``, each (address, MAC) that left
+it: the address's next owner gets its lease at once.
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +46,12 @@ from typing import Any
 import asyncpg
 from oslo_config import cfg
 
+from common import netvalues
 from common.db import networks as db_networks
 from common.db.pool import Database
 from services.network import linux
 
-__all__ = ["METADATA_IP", "DhcpAgent", "NetworkPlan", "netns_name", "sweep_orphans", "teardown_all"]
+__all__ = ["METADATA_IP", "DhcpAgent", "NetworkPlan", "netns_name", "plan_from", "sweep_orphans", "teardown_all"]
 
 LOG = logging.getLogger(__name__)
 
@@ -185,6 +199,8 @@ class DhcpAgent:
         self._wake.set()
 
     async def start(self) -> None:
+        """May raise ``cfg.ConfigFileValueError`` (``[network] dns_domain`` is no domain name): nothing started."""
+        self.conf.network.dns_domain  # noqa: B018 - parsed (and checked) here, not first in a sync pass
         self.state_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_root, 0o755)
         try:
@@ -221,48 +237,50 @@ class DhcpAgent:
                 pass
 
     async def sync(self) -> int:
-        """One convergence pass; returns how many networks this node serves. Idempotent."""
-        plans = await self.db.run(self._load)
+        """One convergence pass; returns how many networks this node serves. Idempotent.
+
+        A network whose data fails the checks (``plan_from``: its domain, subnet options, bridge...) is skipped
+        with an error log naming it and the value; whatever already serves it (dnsmasq on its last good files)
+        is left as it is, and every other network is served as usual.
+        """
+        plans, refused = await self.db.run(self._load)
+        for net_id, why in refused.items():
+            LOG.error("network %s: DHCP not updated, its data is refused (what serves it is left as it is): %s",
+                      net_id, why)  # fmt: skip
         for plan in plans.values():
             try:
                 await self._ensure(plan)
             except linux.NetworkSetupError as e:
                 LOG.error("network %s: DHCP setup failed: %s", plan.network_id, e.message)
         for state in sorted(self.state_root.iterdir()) if self.state_root.is_dir() else []:
-            if state.is_dir() and state.name not in plans:
+            if state.is_dir() and state.name not in plans and state.name not in refused:
                 LOG.info("network %s: no longer served here; tearing down its DHCP", state.name)
                 await teardown(state, delete_bridge=True)
         return len(plans)
 
-    async def _load(self, conn: asyncpg.Connection) -> dict[str, NetworkPlan]:
-        plans = {}
+    async def _load(self, conn: asyncpg.Connection) -> tuple[dict[str, NetworkPlan], dict[str, str]]:
+        """(plans of the networks to serve, {network id: why its data is refused}), every value checked."""
+        plans, refused = {}, {}
         for net_id, (net, subnet) in (await _plans(conn)).items():
             dhcp_ip = await self._dhcp_address(conn, net_id, subnet)
             if dhcp_ip is None:
                 continue
             rows = await conn.fetch(
-                "SELECT p.mac_address, host(a.ip_address) AS ip, p.dns_name FROM ports p "
+                "SELECT p.id, p.mac_address, host(a.ip_address) AS ip, p.dns_name FROM ports p "
                 "JOIN ip_allocations a ON a.port_id = p.id "
                 "WHERE a.subnet_id = $1 AND p.device_owner <> $2 AND p.admin_state_up ORDER BY a.ip_address",
                 subnet["id"],
                 DEVICE_OWNER_DHCP,
             )
-            gateway = str(subnet["gateway_ip"]).split("/")[0] if subnet["gateway_ip"] is not None else None
-            routes = tuple((r["destination"], r["nexthop"]) for r in _json(subnet["host_routes"]))
-            nameservers = _json(subnet["dns_nameservers"])
-            plans[net_id] = NetworkPlan(
-                network_id=net_id,
-                bridge=net["bridge"],
-                mtu=net["mtu"],
-                cidr=str(subnet["cidr"]),
-                gateway_ip=gateway,
-                dhcp_ip=dhcp_ip,
-                dns_domain=(net["dns_domain"] or self.conf.network.dns_domain).rstrip("."),
-                dns_nameservers=tuple(nameservers or ()),
-                host_routes=routes,
-                hosts=tuple(HostEntry(str(r["mac_address"]), r["ip"], _host_label(r["dns_name"])) for r in rows),
-            )
-        return plans
+            try:
+                plan, bad_ports = plan_from(net, subnet, dhcp_ip, rows, self.conf.network.dns_domain)
+            except netvalues.InvalidInput as e:
+                refused[net_id] = e.message
+                continue
+            for port_id, why in bad_ports.items():
+                LOG.error("network %s: port %s: %s", net_id, port_id, why)
+            plans[net_id] = plan
+        return plans, refused
 
     async def _dhcp_address(self, conn: asyncpg.Connection, network_id: str, subnet: Any) -> str | None:
         """The address of this network's DHCP port, made on first need (IPAM allocates it like any port's)."""
@@ -299,6 +317,7 @@ class DhcpAgent:
         await linux.ensure_netns(ns)
         await linux.ensure_veth(outer, inner, ns, plan.bridge, plan.mtu)
         await _ensure_addresses(ns, inner, [f"{plan.dhcp_ip}/{plan.prefixlen}", f"{METADATA_IP}/32"])
+        leased = _hosts_in(state / "hosts")  # what the running dnsmasq was told: (ip, mac) it may have leased
         changed = False
         for name, text in (("hosts", plan.hosts_file()), ("addn_hosts", plan.addn_hosts_file()),
                            ("opts", plan.opts_file())):  # fmt: skip
@@ -306,7 +325,8 @@ class DhcpAgent:
         argv = plan.dnsmasq_argv(state, as_root=not self._readable_by_others)
         pid = linux.pid_alive(state / "dnsmasq.pid", str(state))
         running_argv = (state / "dnsmasq.argv").read_text() if (state / "dnsmasq.argv").exists() else ""
-        if pid is not None and running_argv != json.dumps(argv):
+        kept = pid is not None and running_argv == json.dumps(argv)
+        if pid is not None and not kept:
             LOG.info("network %s: dnsmasq's command line changed; replacing it", plan.network_id)
             await _replace_dnsmasq(ns, state, argv)
             LOG.info("network %s: dnsmasq replaced in %s (%d hosts)", plan.network_id, ns, len(plan.hosts))
@@ -319,6 +339,11 @@ class DhcpAgent:
         elif changed:
             os.kill(pid, signal.SIGHUP)
             LOG.info("network %s: dnsmasq (pid %d) reloaded: %d hosts", plan.network_id, pid, len(plan.hosts))
+        if kept:
+            # A dnsmasq that keeps running keeps its leases in memory (--leasefile-ro, no lease file): release
+            # those whose port went or changed MAC, or the address's next owner gets no lease until the old one
+            # expires. A dnsmasq just started (or replaced) has none.
+            await _release(plan.network_id, ns, inner, leased - {(h.ip, h.mac) for h in plan.hosts})
         await self._ensure_metadata(plan, state, ns)
 
     async def _ensure_metadata(self, plan: NetworkPlan, state: Path, ns: str) -> None:
@@ -399,10 +424,108 @@ def _json(value: Any) -> list[Any]:
     return (json.loads(value) if isinstance(value, str) else value) or []
 
 
+def _json_list(value: Any, field: str) -> list[Any]:
+    """A jsonb column that must hold a list (``InvalidInput`` naming ``field`` otherwise)."""
+    try:
+        items = _json(value)
+    except ValueError:
+        raise netvalues.InvalidInput(field, value, "is not JSON") from None
+    if not isinstance(items, list):
+        raise netvalues.InvalidInput(field, items, "is not a list")
+    return items
+
+
 def _host_label(dns_name: str) -> str:
-    """A DNS label from a port's ``dns_name`` (hostnames are already sanitised by the API; be safe anyway)."""
-    label = "".join(c if c.isalnum() or c == "-" else "-" for c in (dns_name or "").split(".")[0].lower())
-    return label.strip("-")[:63]
+    """The DNS label a port's ``dns_name`` gives its host entry: the first label (an instance's hostname may be
+    dotted), lower case, other ASCII characters than letters, digits and ``-`` made ``-``. Text with non-ASCII
+    characters comes back as it is, for ``netvalues.dns_label`` to refuse."""
+    first = (dns_name or "").split(".")[0]
+    if not first.isascii():
+        return first
+    return re.sub(r"[^a-z0-9-]", "-", first.lower())[:63].strip("-")
+
+
+def plan_from(
+    net: Mapping[str, Any],
+    subnet: Mapping[str, Any],
+    dhcp_ip: str,
+    ports: Sequence[Mapping[str, Any]],
+    default_domain: str,
+) -> tuple[NetworkPlan, dict[str, str]]:
+    """A network's plan from its rows (``networks`` + its DHCP subnet, the subnet's ports as ``id``,
+    ``mac_address``, ``ip``, ``dns_name``), every value that reaches dnsmasq's files or command line checked and
+    normalised with ``common.netvalues``. Pure.
+
+    Raises ``InvalidInput`` naming the field when a value of the network or the subnet is bad: the network's
+    files cannot be written. A port's bad value costs only that port: a bad MAC or address leaves its entry out,
+    a name that is no DNS label leaves it nameless. Returns the plan and ``{port id: why}`` of such ports.
+    """
+    network_id = netvalues.resource_id(net["network_id"], "network id")
+    cidr = netvalues.cidr(str(subnet["cidr"]), 4, "cidr")
+    gateway = subnet["gateway_ip"]
+    gateway = netvalues.ipv4_address(str(gateway).split("/")[0], "gateway_ip") if gateway is not None else None
+    domain = netvalues.dns_domain(net["dns_domain"] or default_domain, "dns_domain", allow_empty=False)
+    nameservers = _json_list(subnet["dns_nameservers"], "dns_nameservers")
+    routes = []
+    for i, route in enumerate(_json_list(subnet["host_routes"], "host_routes")):
+        if not isinstance(route, Mapping):
+            raise netvalues.InvalidInput(f"host_routes[{i}]", route, "is not a route")
+        routes.append((netvalues.cidr(route.get("destination"), 4, f"host_routes[{i}].destination"),
+                       netvalues.ipv4_address(route.get("nexthop"), f"host_routes[{i}].nexthop")))  # fmt: skip
+    hosts, bad = [], {}
+    for port in ports:
+        try:
+            mac = netvalues.mac_address(str(port["mac_address"]))
+            ip = netvalues.ipv4_address(port["ip"], "fixed_ips")
+        except netvalues.InvalidInput as e:
+            bad[str(port["id"])] = f"no DHCP entry: {e.message}"
+            continue
+        try:
+            name = netvalues.dns_label(_host_label(port["dns_name"]), "dns_name")
+        except netvalues.InvalidInput as e:
+            bad[str(port["id"])] = f"served without a DNS name: {e.message}"
+            name = ""
+        hosts.append(HostEntry(mac, ip, name))
+    plan = NetworkPlan(
+        network_id=network_id,
+        bridge=netvalues.interface_name(net["bridge"], "bridge"),
+        mtu=netvalues.mtu(net["mtu"]),
+        cidr=cidr,
+        gateway_ip=gateway,
+        dhcp_ip=netvalues.ipv4_address(dhcp_ip, "DHCP port address"),
+        # Lower case: DNS does not care, and dnsmasq (built with IDN) refuses an upper-case label with "--" in
+        # its third and fourth characters (IDNA's reserved labels) that it takes in lower case.
+        dns_domain=domain.rstrip(".").lower(),
+        dns_nameservers=tuple(netvalues.ipv4_address(ns, f"dns_nameservers[{i}]") for i, ns in enumerate(nameservers)),
+        host_routes=tuple(routes),
+        hosts=tuple(hosts),
+    )
+    return plan, bad
+
+
+def _hosts_in(path: Path) -> set[tuple[str, str]]:
+    """(ip, mac) of every well-formed entry of a ``dhcp-hostsfile`` as written (empty when there is none)."""
+    found = set()
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        fields = line.split(",")
+        try:
+            found.add((netvalues.ipv4_address(fields[1]), netvalues.mac_address(fields[0])))
+        except (IndexError, netvalues.InvalidInput):
+            continue
+    return found
+
+
+async def _release(network_id: str, ns: str, dev: str, gone: set[tuple[str, str]]) -> None:
+    """Have dnsmasq forget the leases of ``gone`` (ip, mac): ``dhcp_release`` (dnsmasq-utils) sends it a
+    DHCPRELEASE for each from inside the namespace. Never raises: a release that fails is logged; the lease
+    then lasts until it expires."""
+    for ip, mac in sorted(gone):
+        try:
+            await linux.dhcp_release(ns, dev, ip, mac)
+        except linux.NetworkSetupError as e:
+            LOG.error("network %s: the lease of %s for %s could not be released: %s", network_id, ip, mac, e.message)
+        else:
+            LOG.info("network %s: released the lease of %s for %s (its port went or changed)", network_id, ip, mac)
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

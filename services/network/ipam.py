@@ -101,7 +101,7 @@ class SubnetPlan:
 
 
 def _bad(field_name: str, value: object, reason: str) -> exceptions.BadRequest:
-    return exceptions.BadRequest(f"Invalid input for {field_name}. Reason: {value!r} {reason}.")
+    return exceptions.BadRequest(f"Invalid input for {field_name}. Reason: {value!a} {reason}.")
 
 
 def parse_cidr(cidr: object) -> IPv4Network:

@@ -18,6 +18,7 @@ __all__ = [
     "bridge_exists",
     "delete_link",
     "delete_netns",
+    "dhcp_release",
     "ensure_bridge",
     "ensure_netns",
     "ensure_veth",
@@ -94,6 +95,14 @@ async def ensure_veth(outer: str, inner: str, netns: str, bridge: str, mtu: int 
     await run("sysctl", "-qw", f"net.ipv6.conf.{outer}.disable_ipv6=1", check=False)
     await run("ip", "link", "set", "dev", outer, "master", bridge, "up")
     await run("ip", "-n", netns, "link", "set", "dev", inner, "up")
+
+
+async def dhcp_release(netns: str, dev: str, ip: str, mac: str) -> None:
+    """Tell the dnsmasq serving ``dev`` in ``netns`` to drop its lease of ``ip`` for ``mac`` (``dhcp_release``
+    from dnsmasq-utils sends it a DHCPRELEASE). No client id is sent: dnsmasq then matches the lease by hardware
+    address alone, whether or not the client gave one. Harmless when there is no such lease; raises
+    ``NetworkSetupError`` when the release cannot be sent (``dhcp_release`` missing, no such interface)."""
+    await run("ip", "netns", "exec", netns, "dhcp_release", dev, ip, mac)
 
 
 def pid_alive(pid_file: Path, needle: str) -> int | None:

@@ -69,8 +69,8 @@ def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
 async def _lookup(conn: asyncpg.Connection, network_id: str, address: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT i.*, p.id AS port_id, p.mac_address, p.dns_name FROM ip_allocations a "
-        "JOIN ports p ON p.id = a.port_id JOIN instances i ON i.id = p.device_id "
-        "WHERE a.network_id = $1 AND a.ip_address = $2::inet AND p.device_owner LIKE 'compute:%' "
+        "JOIN ports p ON p.id = a.port_id JOIN instances i ON i.id = p.device_id AND i.project_id = p.project_id "
+        "WHERE a.network_id = $1 AND a.ip_address = $2::inet AND p.device_owner = 'compute:nova' "
         "AND i.vm_state <> 'deleted' LIMIT 1",
         network_id,
         address,
@@ -81,8 +81,10 @@ async def _lookup(conn: asyncpg.Connection, network_id: str, address: str) -> di
     ports = await conn.fetch(
         "SELECT p.id, p.mac_address, p.network_id, n.mtu, host(a.ip_address) AS ip, s.cidr, s.gateway_ip "
         "FROM ports p JOIN networks n ON n.id = p.network_id JOIN ip_allocations a ON a.port_id = p.id "
-        "JOIN subnets s ON s.id = a.subnet_id WHERE p.device_id = $1 ORDER BY p.created_at, p.id, a.ip_address",
+        "JOIN subnets s ON s.id = a.subnet_id WHERE p.device_id = $1 AND p.project_id = $2 "
+        "AND p.device_owner = 'compute:nova' ORDER BY p.created_at, p.id, a.ip_address",
         inst["id"],
+        inst["project_id"],
     )
     inst["ports"] = [dict(p) for p in ports]
     inst["address"] = address

@@ -330,3 +330,31 @@ def test_deleting_guests_removes_their_rules(two_guests, qemu_cloud):
     hosts = qemu_cloud.workdir / "state" / "network" / g["net"].id / "hosts"
     assert g["a_port"].mac_address not in hosts.read_text()
     assert Path("/run/netns", dhcp.netns_name(g["net"].id)).exists()  # the network itself stays served
+
+
+def test_a_guest_given_a_freed_address_gets_it_by_dhcp(qemu_cloud):
+    """On a /29, a server is deleted and the next one gets its address (IPAM hands out the lowest free one) with
+    another MAC: the second guest's DHCP client gets that lease (the DHCP agent released the first guest's)."""
+    c = qemu_cloud
+    conn = c.sdk()
+    flavor = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
+    image = conn.image.find_image("tiny", ignore_missing=False)
+    net = conn.network.create_network(name="int-reuse")
+    c.bridges.append(f"brq{net.id[:11]}")
+    conn.network.create_subnet(network_id=net.id, cidr="10.94.0.0/29", ip_version=4)
+    seen = []
+    for name in ("int-reuse-1", "int-reuse-2"):
+        server = conn.compute.create_server(name=name, flavor_id=flavor.id, image_id=image.id,
+                                            networks=[{"uuid": net.id}])  # fmt: skip
+        server = wait_status(conn, server.id, {"ACTIVE", "ERROR"}, timeout=120)
+        assert server.status == "ACTIVE", server.fault
+        port = next(iter(conn.network.ports(device_id=server.id)))
+        ip = port.fixed_ips[0]["ip_address"]
+        console = _wait_console(conn, server, "STRATUS-GUEST: ready")
+        seen.append((ip, port.mac_address))
+        assert f"STRATUS-GUEST: ip={ip}" in console and "no-dhcp" not in console, console[-2000:]
+        conn.compute.delete_server(server.id)
+        conn.compute.wait_for_delete(server, wait=60)
+    (ip1, mac1), (ip2, mac2) = seen
+    assert ip1 == ip2 and mac1 != mac2, seen  # the same address, another MAC: the case that had no lease
+    conn.network.delete_network(net.id)

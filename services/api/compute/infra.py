@@ -76,7 +76,7 @@ def service_state(age: float | None, down_time: float, forced_down: bool = False
 async def limits(request: web.Request) -> web.Response:
     """GET /limits: the project's fixed quotas and its live usage."""
     c = ctx(request)
-    project = request.query.get("tenant_id") or c.project_id
+    project = request.query.get("tenant_id") or c.project
     if project != c.project_id:
         require_admin(request)
     usage = await request.app[DB].run(lambda conn: queries.project_usage(conn, project))

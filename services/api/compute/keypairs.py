@@ -81,7 +81,7 @@ async def create_keypair(request: web.Request) -> web.Response:
             lambda conn: db.create(
                 conn,
                 user_id=c.user_id,
-                project_id=c.project_id,
+                project_id=c.project,
                 name=k["name"],
                 public_key=public_key,
                 fingerprint=fp,

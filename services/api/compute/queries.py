@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from common.db.aggregates import AGGREGATE_ZONE
+from common.db.networks import DEVICE_OWNER_COMPUTE
 
 __all__ = [
     "addresses_for",
@@ -26,12 +27,15 @@ __all__ = [
 
 
 async def addresses_for(conn: asyncpg.Connection, instance_ids: Sequence[str]) -> dict[str, list[asyncpg.Record]]:
-    """Per instance, its fixed addresses with network name and MAC, in port creation order."""
+    """Per instance, its fixed addresses with network name and MAC, in port creation order: only ports the cloud
+    bound to it, of its own project."""
     rows = await conn.fetch(
         "SELECT p.device_id, n.name AS network_name, p.mac_address::text AS mac_address,"
         " host(a.ip_address) AS ip_address, family(a.ip_address) AS ip_version"
         " FROM ports p JOIN ip_allocations a ON a.port_id = p.id JOIN networks n ON n.id = p.network_id"
-        " WHERE p.device_id = ANY($1) ORDER BY p.created_at, p.id, a.ip_address",
+        " JOIN instances i ON i.id = p.device_id AND i.project_id = p.project_id"
+        f" WHERE p.device_id = ANY($1) AND p.device_owner = '{DEVICE_OWNER_COMPUTE}'"
+        " ORDER BY p.created_at, p.id, a.ip_address",
         list(instance_ids),
     )
     out: dict[str, list[asyncpg.Record]] = {}

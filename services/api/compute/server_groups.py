@@ -85,7 +85,7 @@ async def create_server_group(request: web.Request) -> web.Response:
             raise exceptions.BadRequest("max_server_per_host must be at least 1.")
     row = await request.app[DB].run(
         lambda conn: db.create(
-            conn, project_id=c.project_id, user_id=c.user_id, name=g["name"], policy=policy, rules=rules
+            conn, project_id=c.project, user_id=c.user_id, name=g["name"], policy=policy, rules=rules
         )
     )
     return web.json_response({"server_group": _view(row, [])})
@@ -96,7 +96,7 @@ async def list_server_groups(request: web.Request) -> web.Response:
     every = c.is_admin and request.query.get("all_projects", "").lower() in ("1", "true", "yes")
 
     async def work(conn: Any) -> tuple[list, dict[str, list[str]]]:
-        rows = await db.list_(conn, None if every else c.project_id)
+        rows = await db.list_(conn, None if every else c.project)
         return rows, await db.members(conn, [r["id"] for r in rows])
 
     rows, members = await request.app[DB].run(work)

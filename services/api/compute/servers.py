@@ -233,9 +233,7 @@ async def _boot_reads(
     """The boot's flavor and image, and which networks it names the caller may attach to, read in one round trip;
     400 for a flavor or image the caller may not use."""
     named = [n["uuid"] for n in boot.networks if "uuid" in n] if isinstance(boot.networks, list) else []
-    flavor, image, visible = await queries.boot_reads(
-        conn, boot.flavor_id, boot.image_id, named, None if c.is_admin else c.project_id
-    )
+    flavor, image, visible = await queries.boot_reads(conn, boot.flavor_id, boot.image_id, named, c.scope)
     if flavor is None or (not flavor["is_public"] and not c.is_admin):
         raise exceptions.BadRequest(f"Flavor {boot.flavor_id} could not be found.")
     return flavor, _check_image(c, boot.image_id, image, flavor), visible
@@ -275,11 +273,11 @@ async def _networks(
 ) -> list[dict[str, Any]]:
     """The request's networks resolved to ``[{"uuid": ...}|{"port": ...}]``; 'auto' picks the only candidate.
     ``visible``: the networks named by uuid that the caller may attach to (``_boot_reads``)."""
-    project = None if c.is_admin else c.project_id
+    project = c.scope
     if requested == "none":
         return []
     if requested == "auto":
-        candidates = await queries.visible_networks(conn, c.project_id)
+        candidates = await queries.visible_networks(conn, c.project)
         if not candidates:
             raise exceptions.BadRequest(
                 f"No network is available to project {c.project_id}: create one, or ask for networks 'none'."
@@ -368,7 +366,7 @@ async def create_server(request: web.Request) -> web.Response:
                 conn,
                 {
                     "id": iid,
-                    "project_id": c.project_id,
+                    "project_id": c.project,
                     "user_id": c.user_id,
                     "name": name,
                     "hostname": sanitize_hostname(name, f"server-{iid}"),
@@ -524,7 +522,7 @@ def _list_filters(request: web.Request, c: RequestContext) -> dict[str, Any]:
     project = q.get("project_id") or q.get("tenant_id")
     if project is not None and project != c.project_id and not c.is_admin:
         raise exceptions.Forbidden("Listing another project's servers needs the admin role.")
-    filters: dict[str, Any] = {"project_id": project or (None if all_tenants else c.project_id)}
+    filters: dict[str, Any] = {"project_id": project or (None if all_tenants else c.project)}
     if "name" in q:
         filters["name"] = q["name"]
     if "host" in q:

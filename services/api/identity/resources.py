@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from common import exceptions
 from common.db import identity as db
-from services.api.app import CONF, DB, ctx, require_admin
+from services.api.app import CONF, DB, REVOCATIONS, ctx, require_admin, unscoped_ok
 from services.api.identity.views import domain_view, project_view, role_view, user_view
 from services.api.validation import json_body
 
@@ -32,6 +33,8 @@ __all__ = [
     "list_users",
     "revoke_role",
 ]
+
+LOG = logging.getLogger(__name__)
 
 _DOMAIN_ID = {"type": "string", "enum": [db.DEFAULT_DOMAIN_ID]}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
@@ -143,6 +146,7 @@ async def list_users(request: web.Request) -> web.Response:
     return _collection(request, "users", [user_view(r, _base(request)) for r in rows])
 
 
+@unscoped_ok
 async def get_user(request: web.Request) -> web.Response:
     c = ctx(request)
     uid = request.match_info["user_id"]
@@ -171,6 +175,7 @@ async def create_user(request: web.Request) -> web.Response:
     return web.json_response({"user": user_view(row, _base(request))}, status=201)
 
 
+@unscoped_ok
 async def list_user_projects(request: web.Request) -> web.Response:
     """GET /v3/users/{id}/projects: for the user themself or an admin."""
     c = ctx(request)
@@ -236,14 +241,21 @@ async def grant_role(request: web.Request) -> web.Response:
 
 
 async def revoke_role(request: web.Request) -> web.Response:
+    """DELETE /v3/projects/{p}/users/{u}/roles/{r}: the assignment goes, and with it every token the user holds
+    on that project (a revocation event, in the same transaction): they carry the role in their signed body."""
     require_admin(request)
+    ttl = request.app[CONF].api.token_ttl
 
-    async def work(conn: asyncpg.Connection) -> None:
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         pid, uid, rid = await _assignment_refs(conn, request)
         if not await db.unassign_role(conn, user_id=uid, project_id=pid, role_id=rid):
             raise exceptions.NotFound(f"User {uid} does not hold role {rid} on project {pid}.")
+        return await db.revoke(conn, ttl=ttl, user_id=uid, project_id=pid, reason=f"role {rid} removed")
 
-    await _run(request, work)
+    event = await _run(request, work)
+    request.app[REVOCATIONS].learn([event])
+    LOG.info("role %s of user %s on project %s removed; the user's tokens on it are revoked",
+             event["reason"].split()[1], event["user_id"], event["project_id"])  # fmt: skip
     return web.Response(status=204)
 
 

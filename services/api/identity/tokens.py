@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -12,10 +13,10 @@ from aiohttp import web
 from common import exceptions
 from common.db import identity as db
 from common.db.pool import Database
-from services.api.app import CONF, DB, SIGNER, ctx, public
+from services.api.app import CONF, DB, REVOCATIONS, SIGNER, ctx, public, unscoped_ok
 from services.api.auth import TokenPayload
 from services.api.identity import catalog as cat
-from services.api.identity.views import project_view, token_body, token_time
+from services.api.identity.views import project_view, token_body
 from services.api.validation import json_body
 
 __all__ = ["auth_catalog", "auth_projects", "check_token", "issue_token", "revoke_token", "validate_token"]
@@ -154,6 +155,8 @@ async def issue_token(request: web.Request) -> web.Response:
         user = await _password_user(request.app[DB], identity["password"]["user"])
     elif "token" in methods and "token" in identity:
         old = signer.verify(identity["token"]["id"])
+        if request.app[REVOCATIONS].revoked(old):
+            raise exceptions.Unauthorized("The token has been revoked.")
         user = await request.app[DB].run(lambda conn: db.get_user(conn, old.user_id))
         if user is None or not user["enabled"]:
             raise exceptions.Unauthorized(_AUTH_FAILED)
@@ -180,12 +183,15 @@ async def _subject(request: web.Request) -> TokenPayload:
         payload = request.app[SIGNER].verify(subject)
     except exceptions.Unauthorized as e:
         raise exceptions.NotFound(f"Could not find token: {e.message}") from None
+    if request.app[REVOCATIONS].revoked(payload):
+        raise exceptions.NotFound("Could not find token: it has been revoked.")
     c = ctx(request)
     if not c.is_admin and c.user_id != payload.user_id:
         raise exceptions.Forbidden("Only an admin or the token's owner may validate it.")
     return payload
 
 
+@unscoped_ok
 async def validate_token(request: web.Request) -> web.Response:
     """GET /v3/auth/tokens: the subject token's document (signature and expiry checked; tokens are stateless)."""
     payload = await _subject(request)
@@ -199,21 +205,28 @@ async def validate_token(request: web.Request) -> web.Response:
     return web.json_response(doc, headers={"X-Subject-Token": subject})
 
 
+@unscoped_ok
 async def check_token(request: web.Request) -> web.Response:
     """HEAD /v3/auth/tokens."""
     await _subject(request)
     return web.Response(status=200)
 
 
+@unscoped_ok
 async def revoke_token(request: web.Request) -> web.Response:
-    """DELETE /v3/auth/tokens: not possible with stateless tokens; say so rather than pretend."""
+    """DELETE /v3/auth/tokens: revoke the subject token (a revocation event naming its audit id; every API node
+    refuses it within ``[api] revocation_refresh_interval``, this one at once). 204."""
     payload = await _subject(request)
-    raise exceptions.Conflict(
-        f"Stratus tokens are signed, not stored, and cannot be revoked one by one; this one expires at "
-        f"{token_time(payload.expires_at)}. Changing [api] token_secret on every API node invalidates all tokens."
+    ttl = max(payload.expires_at - time.time(), 0.0) + 60
+    event = await request.app[DB].run(
+        lambda conn: db.revoke(conn, ttl=ttl, audit_id=payload.audit_id, user_id=None, reason="token revoked")
     )
+    request.app[REVOCATIONS].learn([event])
+    LOG.info("token %s of user %s revoked", payload.audit_id, payload.user_id)
+    return web.Response(status=204)
 
 
+@unscoped_ok
 async def auth_projects(request: web.Request) -> web.Response:
     """GET /v3/auth/projects: the projects the caller may scope to."""
     c = ctx(request)

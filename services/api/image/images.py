@@ -120,7 +120,7 @@ async def create_image(request: web.Request) -> web.Response:
         raise exceptions.BadRequest("The request body must be a JSON object describing the image.")
     _check_read_only(body, allowed=frozenset({"id", "owner"}))  # the route validated body against IMAGE_SCHEMA
     _check_visibility(c, body.get("visibility"))
-    owner = body.get("owner") or c.project_id
+    owner = body.get("owner") or c.project
     if owner != c.project_id and not c.is_admin:
         raise exceptions.Forbidden("Only an admin may create an image owned by another project.")
     image_id = body.get("id") or str(uuid.uuid4())
@@ -166,7 +166,7 @@ async def list_images(request: web.Request) -> web.Response:
             raise exceptions.BadRequest(f"marker [{marker}] not found")
         return await db.list_(
             conn,
-            project_id=None if c.is_admin else c.project_id,
+            project_id=c.scope,
             visibility=visibility,
             name=q.get("name"),
             status=q.get("status"),

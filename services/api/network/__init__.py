@@ -13,7 +13,7 @@ from aiohttp import web
 
 from common import exceptions
 from services.api import routes
-from services.api.app import CONF, public
+from services.api.app import CONF, ctx, public
 from services.api.network import networks, ports, security_groups, subnets
 from services.api.network import responses as r
 from services.api.network.common import PREFIX, show_response
@@ -112,11 +112,20 @@ def _quota() -> dict[str, int]:
     return {**dict.fromkeys(_QUOTA_KEYS, -1), **dict.fromkeys(_NO_ROUTERS, 0)}
 
 
+def _own_quota(request: web.Request) -> None:
+    """A project's quotas are its own members' (and admins') to read, as in Neutron."""
+    c = ctx(request)
+    if request.match_info["project_id"] != c.project and not c.is_admin:
+        raise exceptions.Forbidden("Policy doesn't allow showing another project's quotas: it needs the admin role.")
+
+
 async def show_quota(request: web.Request) -> web.Response:
+    _own_quota(request)
     return web.json_response({"quota": _quota()})
 
 
 async def show_quota_details(request: web.Request) -> web.Response:
+    _own_quota(request)
     return web.json_response({"quota": {k: {"limit": v, "used": 0, "reserved": 0} for k, v in _quota().items()}})
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from common import exceptions
 from common.context import RequestContext
 from services.api.app import CONF, DB, Handler, ctx, paginate
-from services.api.validation import json_body
+from services.api.validation import json_body, validate
 
 __all__ = [
     "PREFIX",
@@ -31,6 +31,7 @@ __all__ = [
     "show_response",
     "text",
     "timestamp",
+    "validate_member",
 ]
 
 PREFIX = "/network/v2.0"
@@ -42,11 +43,7 @@ _SG_NAMESPACE = uuid.UUID("5e1b7c52-6a44-4b8e-9d0c-7f1e2a3b4c5d")
 
 def scope(c: RequestContext) -> str | None:
     """The project whose resources a caller sees, or None for an admin (everything)."""
-    if c.is_admin:
-        return None
-    if not c.project_id:
-        raise exceptions.Forbidden("The Network API needs a project-scoped token.")
-    return c.project_id
+    return c.scope
 
 
 def owner_or_admin(c: RequestContext, row: Mapping[str, Any], what: str) -> None:
@@ -172,6 +169,13 @@ async def body_of(request: web.Request, member: str) -> dict[str, Any]:
     return raw[member]
 
 
+def validate_member(member: str, body: Mapping[str, Any], properties: dict[str, Any]) -> None:
+    """JSON-Schema check of a member's attributes; the 400 names the field (``network/mtu``). The routes already
+    validate request bodies against the same ``properties``; this serves the checks callable on their own
+    (``networks.validated_values``, ``subnets.create_plan``, ``security_groups.validated_rule``)."""
+    validate({"type": "object", "properties": {member: {"type": "object", "properties": properties}}}, {member: body})
+
+
 def requested_project(c: RequestContext, body: Mapping[str, Any]) -> str:
     """The project a new resource belongs to: ``project_id``/``tenant_id`` (admins only, for other projects) or
     the caller's."""
@@ -180,9 +184,7 @@ def requested_project(c: RequestContext, body: Mapping[str, Any]) -> str:
         raise exceptions.BadRequest("project_id and tenant_id do not match.")
     wanted = pid or tid
     if wanted is None:
-        if not c.project_id:
-            raise exceptions.BadRequest("project_id is required with a token that is not project-scoped.")
-        return c.project_id
+        return c.project
     if wanted != c.project_id and not c.is_admin:
         raise exceptions.Forbidden("Policy doesn't allow creating resources for another project.")
     return wanted

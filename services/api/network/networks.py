@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from common import exceptions
+from common import exceptions, netvalues
 from common.context import RequestContext
 from common.db import networks as db
 from services.api.app import CONF, DB, ctx
@@ -26,9 +26,10 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
+    validate_member,
 )
 
-__all__ = ["network_view", "visible_network"]
+__all__ = ["network_view", "validated_values", "visible_network"]
 
 FILTERS = {
     "id": ("id", text),
@@ -106,6 +107,19 @@ async def _view(conn: asyncpg.Connection, row: Mapping[str, Any]) -> dict[str, A
     return network_view(row, (await db.subnet_ids_by_network(conn, [row["id"]]))[row["id"]])
 
 
+def validated_values(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A network create or update request's attributes after the schema, with every value that reaches dnsmasq
+    or a command line checked by ``common.netvalues`` and normalised (``dns_domain``: an RFC 1123 name or "",
+    ``mtu``); ``BadRequest`` (400) naming the field otherwise. Call after ``check_attributes``."""
+    validate_member("network", body, PROPERTIES)
+    values = dict(body)
+    if "dns_domain" in values:
+        values["dns_domain"] = netvalues.dns_domain(values["dns_domain"])
+    if "mtu" in values:
+        values["mtu"] = netvalues.mtu(values["mtu"])
+    return values
+
+
 def _admin_only(c: RequestContext, body: Mapping[str, Any]) -> None:
     for attr in ("shared", "router:external"):
         if body.get(attr) and not c.is_admin:
@@ -139,6 +153,7 @@ async def create_network(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "network")
     check_attributes(body, CREATE_ATTRS)
+    body = validated_values(body)
     _admin_only(c, body)
     project_id = requested_project(c, body)
     conf = request.app[CONF]
@@ -165,6 +180,7 @@ async def update_network(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "network")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
+    body = validated_values(body)
     if "shared" in body and not c.is_admin:
         raise exceptions.Forbidden("Policy doesn't allow changing shared: it needs the admin role.")
     _admin_only(c, body)

@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from common import exceptions
+from common import exceptions, netvalues
 from common.context import RequestContext
+from common.db import instances as instances_db
 from common.db import networks as db
 from common.db import security_groups as db_sg
 from services.api.app import CONF, DB, ctx
@@ -27,6 +28,7 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
+    validate_member,
 )
 from services.api.network.networks import visible_network
 from services.network import ipam
@@ -52,6 +54,7 @@ FILTERS = {
     "device_owner": ("device_owner", text),
     "binding:host_id": ("binding_host", text),
 }
+_COMPUTE_OWNER = "compute:"
 _FIXED_IP_KEYS = {"ip_address", "subnet_id", "ip_address_substr"}
 
 _NAME = {"type": "string", "maxLength": 255}
@@ -77,7 +80,7 @@ PROPERTIES: dict[str, Any] = {
     "fixed_ips": _FIXED_IPS,
     "device_id": _NAME,
     "device_owner": _NAME,
-    "dns_name": {"type": "string", "maxLength": 63},
+    "dns_name": {"type": "string", "maxLength": 63},  # and a DNS label: _checked_dns_name()
     "binding:host_id": {"type": "string", "maxLength": 255},
     "security_groups": {"type": "array", "items": {"type": "string", "maxLength": 255}},
     # Accepted at their only supported value, so clients that always send them keep working.
@@ -91,6 +94,14 @@ PROPERTIES: dict[str, Any] = {
 CREATE_ATTRS = set(PROPERTIES)
 UPDATE_ATTRS = CREATE_ATTRS - {"network_id", "project_id", "tenant_id"}
 READ_ONLY = {"id", "network_id", "project_id", "tenant_id", "status", "created_at", "updated_at", "revision_number"}
+
+
+def _checked_dns_name(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with its ``dns_name`` (if any) checked: "" or one DNS label of ASCII letters, digits and hyphens
+    (``common.netvalues.dns_label``), as it reaches dnsmasq's files; ``BadRequest`` (400) naming it otherwise."""
+    if "dns_name" not in body:
+        return dict(body)
+    return {**body, "dns_name": netvalues.dns_label(body["dns_name"], "dns_name")}
 
 
 def port_view(
@@ -155,10 +166,51 @@ def _check_privileged(c: RequestContext, body: Mapping[str, Any]) -> None:
         raise exceptions.Forbidden(
             f"Policy doesn't allow device_owner {body['device_owner']!r}: it is reserved for the network service."
         )
+    if str(body.get("device_owner", "")).startswith(_COMPUTE_OWNER) and not c.is_admin:
+        raise exceptions.Forbidden(
+            f"Policy doesn't allow device_owner {body['device_owner']!r}: only the cloud binds a port to a server "
+            "(boot the server with the port instead)."
+        )
 
 
-async def _visible_port(conn: asyncpg.Connection, c: RequestContext, port_id: str) -> asyncpg.Record:
-    row = await db.get_port(conn, port_id)
+async def _check_device(
+    conn: asyncpg.Connection,
+    c: RequestContext,
+    body: Mapping[str, Any],
+    project_id: str,
+    port: Mapping[str, Any] | None,
+) -> None:
+    """Only the cloud binds a port to a server. A member may not name a server as a port's ``device_id`` (nor
+    take a port off the server the cloud bound it to); an admin may, for a server of the port's own project.
+    ``port``: the port being updated (None on create)."""
+    if port is not None and not c.is_admin and port["device_owner"].startswith(_COMPUTE_OWNER):
+        for key in ("device_id", "device_owner"):
+            if key in body and body[key] != port[key]:
+                raise exceptions.Conflict(
+                    f"Port {port['id']} is attached to server {port['device_id']}: only the cloud changes its "
+                    f"{key} (delete the server, or the port)."
+                )
+    device = body.get("device_id")
+    if not device or (port is not None and device == port["device_id"]):
+        return
+    server = await instances_db.get(conn, device, with_deleted=True)
+    if server is None:
+        return  # a free-form device id (Neutron allows them); no lookup by device ever takes it for a server
+    if not c.is_admin:
+        raise exceptions.Forbidden(
+            f"Policy doesn't allow device_id {device}: it names a server, and only the cloud binds a port to a "
+            "server (boot the server with the port instead)."
+        )
+    if server["project_id"] != project_id:
+        raise exceptions.BadRequest(
+            f"Invalid input for device_id: server {device} belongs to another project than the port ({project_id})."
+        )
+
+
+async def _visible_port(
+    conn: asyncpg.Connection, c: RequestContext, port_id: str, *, for_update: bool = False
+) -> asyncpg.Record:
+    row = await db.get_port(conn, port_id, for_update=for_update)
     if row is None or not (c.is_admin or row["project_id"] == c.project_id):
         raise exceptions.NotFound(f"Port {port_id} could not be found.")
     return row
@@ -218,6 +270,8 @@ async def create_port(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "port")
     check_attributes(body, CREATE_ATTRS)
+    validate_member("port", body, PROPERTIES)
+    body = _checked_dns_name(body)
     if "network_id" not in body:
         raise exceptions.BadRequest("Invalid input for operation: 'network_id' is required.")
     _check_privileged(c, body)
@@ -226,6 +280,7 @@ async def create_port(request: web.Request) -> web.Response:
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
         network = await visible_network(conn, c, body["network_id"])
+        await _check_device(conn, c, body, project_id, None)
         row, _, _ = await db.create_port(
             conn,
             network_id=network["id"],
@@ -251,6 +306,8 @@ async def update_port(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "port")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
+    validate_member("port", body, PROPERTIES)
+    body = _checked_dns_name(body)
     _check_privileged(c, body)
     columns = {"binding:host_id": "binding_host"}
     values = {
@@ -262,8 +319,9 @@ async def update_port(request: web.Request) -> web.Response:
         values["binding_host"] = values["binding_host"] or None
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
-        row = await _visible_port(conn, c, request.match_info["port_id"])
+        row = await _visible_port(conn, c, request.match_info["port_id"], for_update=True)
         owner_or_admin(c, row, f"port {row['id']}")
+        await _check_device(conn, c, body, row["project_id"], row)
         if "mac_address" in body and ipam.parse_mac(body["mac_address"]) != str(row["mac_address"]):
             raise exceptions.BadRequest(f"The mac_address of port {row['id']} cannot be changed.")
         updated = await db.update_port(conn, row["id"], values, fixed_ips=body.get("fixed_ips"))

@@ -26,11 +26,12 @@ from services.api.network.common import (
     show_response,
     text,
     timestamp,
+    validate_member,
 )
 from services.api.network.networks import visible_network
 from services.network import ipam
 
-__all__ = ["subnet_view"]
+__all__ = ["create_plan", "subnet_view"]
 
 FILTERS = {
     "id": ("id", text),
@@ -122,6 +123,27 @@ def subnet_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def create_plan(body: Mapping[str, Any]) -> ipam.SubnetPlan:
+    """A subnet create request as the handler checks it: Neutron's attribute checks, the schema, then
+    ``ipam.plan_subnet`` (CIDR, gateway, pools, DNS servers, host routes, each normalised to canonical ASCII
+    text: these reach dnsmasq's files). ``BadRequest`` (400) naming the field otherwise."""
+    check_attributes(body, CREATE_ATTRS)
+    validate_member("subnet", body, PROPERTIES)
+    for required in ("network_id", "cidr"):
+        if required not in body:
+            raise exceptions.BadRequest(
+                f"Invalid input for operation: '{required}' is required (subnet pools are not supported)."
+            )
+    return ipam.plan_subnet(
+        body["cidr"],
+        gateway_ip=body.get("gateway_ip", ipam.AUTO),
+        allocation_pools=body.get("allocation_pools"),
+        dns_nameservers=body.get("dns_nameservers", []),
+        host_routes=body.get("host_routes", []),
+        ip_version=body.get("ip_version", 4),
+    )
+
+
 async def _visible_subnet(conn: asyncpg.Connection, c: RequestContext, subnet_id: str) -> asyncpg.Record:
     row = await db.get_subnet(conn, subnet_id)
     if row is not None and (c.is_admin or row["project_id"] == c.project_id):
@@ -158,20 +180,7 @@ async def show_subnet(request: web.Request) -> web.Response:
 async def create_subnet(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "subnet")
-    check_attributes(body, CREATE_ATTRS)
-    for required in ("network_id", "cidr"):
-        if required not in body:
-            raise exceptions.BadRequest(
-                f"Invalid input for operation: '{required}' is required (subnet pools are not supported)."
-            )
-    plan = ipam.plan_subnet(
-        body["cidr"],
-        gateway_ip=body.get("gateway_ip", ipam.AUTO),
-        allocation_pools=body.get("allocation_pools"),
-        dns_nameservers=body.get("dns_nameservers", []),
-        host_routes=body.get("host_routes", []),
-        ip_version=body.get("ip_version", 4),
-    )
+    plan = create_plan(body)
     explicit_project = requested_project(c, body) if ("project_id" in body or "tenant_id" in body) else None
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -195,6 +204,7 @@ async def update_subnet(request: web.Request) -> web.Response:
     c = ctx(request)
     body = await body_of(request, "subnet")
     check_attributes(body, UPDATE_ATTRS, READ_ONLY)
+    validate_member("subnet", body, PROPERTIES)
     plain = {k: v for k, v in body.items() if k in ("name", "description", "enable_dhcp")}
 
     async def txn(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -17,6 +17,17 @@ from common.db import migrate
 from common.db.pool import Database
 from tests.fixtures.postgres import PostgresServer
 
+
+async def server_row(conn: Any, instance_id: str, project_id: str) -> None:
+    """A bare ``instances`` row (idempotent): lookups by device only take ports of a server of their project."""
+    await conn.execute(
+        "INSERT INTO instances (id, project_id, user_id, name, hostname, flavor_id, flavor, vm_state)"
+        " VALUES ($1, $2, 'u', $1, $1, '1', '{}', 'building') ON CONFLICT (id) DO NOTHING",
+        instance_id,
+        project_id,
+    )
+
+
 ADMIN_PROJECT = "p-admin"
 PROJECT_A = "p-alice"
 PROJECT_B = "p-bob"

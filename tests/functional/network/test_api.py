@@ -209,7 +209,7 @@ async def test_delete_network_with_ports_is_a_409(api: Api):
     await _subnet(api, net["id"], "10.40.0.0/24")
     for dev in ("vm-a", "vm-b"):
         status, _ = await api.post(
-            "/ports", {"port": {"network_id": net["id"], "device_id": dev, "device_owner": "compute:nova"}}
+            "/ports", {"port": {"network_id": net["id"], "device_id": dev, "device_owner": "appliance:vpn"}}
         )
         assert status == 201
     status, body = await api.delete(f"/networks/{net['id']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def dhcp_cloud(postgres, rabbit):
 class Client:
     """A namespace on the tenant bridge standing in for a guest: its veth carries a port's MAC and address."""
 
-    def __init__(self, bridge: str, mac: str, ip: str, prefixlen: int) -> None:
+    def __init__(self, bridge: str, mac: str, ip: str | None, prefixlen: int = 24) -> None:
         tag = secrets.token_hex(3)
         self.ns, self.outer, self.dev = f"{CLIENT_PREFIX}{tag}", f"stco{tag}", "eth0"
         _sh("ip", "netns", "add", self.ns)
@@ -60,7 +61,8 @@ class Client:
         _sh("ip", "link", "set", self.outer, "master", bridge, "up")
         _sh("ip", "-n", self.ns, "link", "set", self.dev, "address", mac, "up")
         _sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        _sh("ip", "-n", self.ns, "addr", "add", f"{ip}/{prefixlen}", "dev", self.dev)
+        if ip is not None:  # None: left for a DHCP client to configure
+            _sh("ip", "-n", self.ns, "addr", "add", f"{ip}/{prefixlen}", "dev", self.dev)
         self.mac, self.ip = mac, ip
 
     def probe(self, server: str, name: str, duration: float) -> subprocess.Popen:
@@ -73,6 +75,18 @@ class Client:
 
     def close(self) -> None:
         _sh("ip", "netns", "del", self.ns, check=False)
+
+
+def _lease(client: Client, attempts: int = 4) -> str | None:
+    """The address a real DHCP client (busybox udhcpc, as in the guest image: it sends its MAC as client id)
+    obtains with a full DISCOVER/OFFER/REQUEST/ACK exchange, or None. The interface is left unconfigured."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", client.ns, "busybox", "udhcpc", "-i", client.dev, "-f", "-q", "-n",
+         "-t", str(attempts), "-T", "1", "-s", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    found = re.search(r"lease of (\S+) obtained", out.stdout + out.stderr)
+    return found.group(1) if found else None
 
 
 def _probe_once(client: Client, server: str) -> bool:
@@ -224,3 +238,89 @@ def test_openstack_cli_security_group_commands(dhcp_cloud):
     subprocess.run([cli, "port", "delete", port["id"]], env=env, check=True, capture_output=True, timeout=60)
     subprocess.run([cli, "security", "group", "delete", group["id"]], env=env, check=True, capture_output=True,
                    timeout=60)  # fmt: skip
+
+
+def test_a_reused_address_gets_a_lease_at_once(dhcp_cloud):
+    """On a /29, an address whose port went (with its lease still in dnsmasq's memory) and that IPAM gives to a
+    new port with another MAC is leased to the new MAC at once: the agent released the old lease. Also when the
+    port changed while the network service was down (the first pass after its restart)."""
+    c = dhcp_cloud
+    conn = c.sdk()
+    net = conn.network.create_network(name="reuse")
+    conn.network.create_subnet(network_id=net.id, cidr="10.96.0.0/29", ip_version=4)
+    state, bridge = _state(c, net.id), f"brq{net.id[:11]}"
+    hosts = state / "hosts"
+    clients: list[Client] = []
+
+    def port_served(mac: str, ip: str) -> None:
+        wait_for(lambda: hosts.exists() and f"{mac},{ip}," in hosts.read_text(), 20, what=f"host entry {mac} {ip}")
+
+    def lease_for(port) -> str | None:
+        client = Client(bridge, port.mac_address, None)
+        clients.append(client)
+        return _lease(client)
+
+    try:
+        first = conn.network.create_port(network_id=net.id, name="first")
+        ip = first.fixed_ips[0]["ip_address"]
+        port_served(first.mac_address, ip)
+        wait_for(lambda: lease_for(first) == ip, 30, what="the first port's lease", interval=0.5)
+
+        conn.network.delete_port(first.id)
+        second = conn.network.create_port(network_id=net.id, name="second", fixed_ips=[{"ip_address": ip}])
+        assert second.mac_address != first.mac_address
+        port_served(second.mac_address, ip)
+        assert lease_for(second) == ip, (state / "dnsmasq.log").read_text()[-2000:]
+        log = (state / "dnsmasq.log").read_text()
+        assert re.search(rf"DHCPRELEASE\(\S+\) {re.escape(ip)} {first.mac_address}", log), log[-2000:]
+
+        svc = c.services["network"]
+        svc.stop()
+        conn.network.delete_port(second.id)
+        third = conn.network.create_port(network_id=net.id, name="third", fixed_ips=[{"ip_address": ip}])
+        before = c.grep_logs("DHCP in sync").get("network", 0)
+        svc.start()
+        wait_for(lambda: c.grep_logs("DHCP in sync").get("network", 0) > before, 30, what="network restart")
+        port_served(third.mac_address, ip)
+        assert lease_for(third) == ip, (state / "dnsmasq.log").read_text()[-2000:]
+        conn.network.delete_port(third.id)
+    finally:
+        for client in clients:
+            client.close()
+    conn.network.delete_network(net.id)
+
+
+def test_a_network_with_a_bad_value_is_skipped_and_the_others_are_served(dhcp_cloud):
+    """A dns_domain with a newline put straight into the database (as before the API checked it): that network
+    keeps its running dnsmasq and last files, an error names it and the value, and another network's new port is
+    served."""
+    c = dhcp_cloud
+    conn = c.sdk()
+    nets = [conn.network.create_network(name=f"skip-{i}") for i in range(2)]
+    for i, net in enumerate(nets):
+        conn.network.create_subnet(network_id=net.id, cidr=f"10.95.{i}.0/24", ip_version=4)
+    bad, good = nets
+    for net in nets:
+        wait_for(lambda n=net: (_state(c, n.id) / "dnsmasq.pid").exists(), 20, what=f"DHCP for {net.name}")
+    pid = (_state(c, bad.id) / "dnsmasq.pid").read_text()
+    c.query("UPDATE networks SET dns_domain = $1 WHERE id = $2 RETURNING id", "evil.example\ndhcp-range=1", bad.id)
+    on_bad = conn.network.create_port(network_id=bad.id, name="on-bad")
+    on_good = conn.network.create_port(network_id=good.id, name="on-good")
+    wait_for(lambda: on_good.mac_address in (_state(c, good.id) / "hosts").read_text(), 20, what="good network served")
+    wait_for(lambda: c.grep_logs(f"network {bad.id}: DHCP not updated").get("network", 0) > 0, 20,
+             what="an error naming the skipped network")  # fmt: skip
+    [line] = [ln for ln in c.services["network"].log_file.read_text().splitlines()
+              if f"network {bad.id}: DHCP not updated" in ln][-1:]  # fmt: skip
+    assert "dns_domain" in line and "'evil.example\\ndhcp-range=1'" in line, line
+    assert on_bad.mac_address not in (_state(c, bad.id) / "hosts").read_text()
+    assert "evil" not in "".join(
+        f.read_text() for f in _state(c, bad.id).iterdir() if f.name in ("opts", "dnsmasq.argv")
+    )
+    assert (_state(c, bad.id) / "dnsmasq.pid").read_text() == pid and Path(f"/proc/{pid.strip()}").exists()
+    # Repaired, it is served again.
+    c.query("UPDATE networks SET dns_domain = '' WHERE id = $1 RETURNING id", bad.id)
+    conn.network.update_port(on_bad.id, description="wake")
+    wait_for(lambda: on_bad.mac_address in (_state(c, bad.id) / "hosts").read_text(), 20, what="repaired network")
+    for port, net in ((on_bad, bad), (on_good, good)):
+        conn.network.delete_port(port.id)
+        conn.network.delete_network(net.id)

@@ -12,6 +12,7 @@ from common.context import RequestContext
 from common.db import networks as db_networks
 from common.db.pool import Database
 from services.network.manager import NetworkManager
+from tests.functional.network.conftest import server_row
 
 pytestmark = pytest.mark.functional
 
@@ -30,12 +31,14 @@ async def _net(db: Database, name: str, cidr: str, project: str = "proj", shared
 
 
 async def _attach(db: Database, net_conf, instance_id: str, networks, project="proj"):
-    return await db.run(
-        lambda conn: db_networks.attach_instance_ports(
+    async def work(conn):
+        await server_row(conn, instance_id, project)
+        return await db_networks.attach_instance_ports(
             conn, instance_id=instance_id, project_id=project, hostname="vm1", networks=networks,
             base_mac=net_conf.network.base_mac,
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+
+    return await db.run(work)
 
 
 async def _port_row(db: Database, port_id: str):

@@ -13,7 +13,7 @@ from common.db.pool import Database
 from common.rpc import Transport
 from services.network import cmd
 from services.network.rpcapi import NetworkAPI
-from tests.functional.network.conftest import make_conf
+from tests.functional.network.conftest import make_conf, server_row
 
 pytestmark = pytest.mark.functional
 
@@ -44,6 +44,7 @@ async def test_host_ports_and_deallocate_over_rpc(net_dsn: str, rabbit_vhost, db
     )
 
     async def boot(conn):  # as the API's create and the scheduler's claim do it
+        await server_row(conn, "inst-1", "proj")
         ports = await db_networks.attach_instance_ports(
             conn, instance_id="inst-1", project_id="proj", hostname="vm1", networks=[{"uuid": net["id"]}],
             base_mac=net_conf.network.base_mac,
