@@ -12,7 +12,7 @@ from common import exceptions
 from common.db import identity as db
 from services.api.app import CONF, DB, REVOCATIONS, ctx, require_admin, unscoped_ok
 from services.api.identity.views import domain_view, project_view, role_view, user_view
-from services.api.validation import json_body
+from services.api.validation import json_body, shorten
 
 __all__ = [
     "check_role",
@@ -68,7 +68,7 @@ USER_SCHEMA = {
             "properties": {
                 "name": _NAME,
                 "password": {"type": "string", "minLength": 1, "maxLength": 4096},
-                "default_project_id": {"type": ["string", "null"], "maxLength": 255},
+                "default_project_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
                 "domain_id": _DOMAIN_ID,
                 "enabled": {"type": "boolean"},
             },
@@ -162,8 +162,8 @@ async def create_user(request: web.Request) -> web.Response:
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         pid = u.get("default_project_id")
-        if pid and await db.get_project(conn, pid) is None:
-            raise exceptions.BadRequest(f"Could not find project: {pid}.")
+        if pid is not None and await db.get_project(conn, pid) is None:  # the column references projects
+            raise exceptions.BadRequest(f"Could not find project: {shorten(pid)}.")
         return await db.create_user(
             conn, name=u["name"], password=u["password"], default_project_id=pid, enabled=u.get("enabled", True)
         )

@@ -106,6 +106,8 @@ CASES = [
                                                                  "rules": {"max_server_per_host": BIG}}}, None,
      ["max_server_per_host", "maxLength"]),
     ("POST", "/image/v2/images", "alice", {"name": "i", "min_ram": 99999999999}, None, ["min_ram", INT4_MAX]),
+    ("POST", "/identity/v3/users", "admin", {"user": {"name": "u", "password": "p", "default_project_id": ""}}, None,
+     ["user/default_project_id", "minLength 1"]),  # found by schemathesis: was a foreign-key 500
     ("POST", f"{N}/subnets", "alice", {"subnet": {"network_id": "n", "cidr": "1" * 5000}}, None,
      ["subnet/cidr", "maxLength 64"]),
 ]  # fmt: skip
